@@ -1,0 +1,1 @@
+"""The ``emzoo`` command line: thin typer wrappers over the library, one module per command."""

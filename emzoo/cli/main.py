@@ -1,0 +1,33 @@
+"""Entry point of the ``emzoo`` console script."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from emzoo.cli import models as models_cmd
+
+app = typer.Typer(
+    name="emzoo",
+    help="A Keras 3 model zoo for segmenting electron-microscopy images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("list")(models_cmd.list_command)
+app.command("info")(models_cmd.info_command)
+
+
+def main() -> None:
+    """Run the CLI; library errors become one line on stderr and exit code 1 (2 for usage errors)."""
+    try:
+        app()
+    except (ValueError, KeyError, FileNotFoundError, TypeError, RuntimeError, OSError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"emzoo: error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
