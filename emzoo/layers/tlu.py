@@ -29,7 +29,7 @@ class TLU(keras.layers.Layer):
     >>> import numpy as np
     >>> tlu = TLU()
     >>> np.asarray(tlu(np.array([[[-1.0, 2.0]]]))).tolist()
-    [[[-0.0, 2.0]]]
+    [[[0.0, 2.0]]]
 
     References
     ----------
