@@ -106,18 +106,46 @@ def layer_macs(layer: keras.layers.Layer, input_shape: tuple[int, ...], output_s
     return 0
 
 
+def _graph_nodes(model: keras.Model) -> list[Any] | None:
+    """The nodes of ``model``'s own graph, inputs first (None if the model keeps no graph, e.g. a subclassed model)."""
+    graph = getattr(model, "_functional", None) or model  # a built Sequential keeps its graph in ``_functional``
+    by_depth = getattr(graph, "_nodes_by_depth", None)
+    if by_depth is None:
+        return None
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
 def _layer_calls(model: keras.Model) -> Iterator[tuple[keras.layers.Layer, Any, Any]]:
-    """Yield (layer, input shape, output shape) for every call of every layer, descending into nested models."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _layer_calls(layer)
+    """Yield (layer, input shape, output shape) for every call in ``model``'s graph, descending into nested models.
+
+    Only the nodes of this model's graph are visited: a layer that was also called to build *another* model has
+    inbound nodes from that graph as well, which must not be counted here. A nested model is counted once per call,
+    at the shape it was called with (rebuilt from its config when that differs from the shape it was built at).
+    """
+    nodes = _graph_nodes(model)
+    if nodes is None:  # no graph to walk: fall back to every recorded call of every layer
+        nodes = [node for layer in model.layers for node in layer._inbound_nodes]
+    for node in nodes:
+        layer = node.operation
+        inputs = node.arguments.keras_tensors if hasattr(node, "arguments") else node.input_tensors
+        outputs = node.outputs
+        if not inputs or not outputs or isinstance(layer, keras.layers.InputLayer):
             continue
-        for node in layer._inbound_nodes:
-            inputs = node.arguments.keras_tensors if hasattr(node, "arguments") else node.input_tensors
-            outputs = node.outputs
-            if not inputs or not outputs:
-                continue
-            yield layer, inputs[0].shape, outputs[0].shape
+        if isinstance(layer, keras.Model):
+            call_shape = tuple(inputs[0].shape[1:])
+            inner = layer if tuple(layer.inputs[0].shape[1:]) == call_shape else _rebuild(layer, call_shape)
+            yield from _layer_calls(inner)
+            continue
+        yield layer, inputs[0].shape, outputs[0].shape
+
+
+def _rebuild(model: keras.Model, input_shape: tuple[int, ...]) -> keras.Model:
+    """``model`` rebuilt from its config with a new input shape (functional, fully convolutional models only)."""
+    config = model.get_config()
+    for layer_cfg in config["layers"]:
+        if layer_cfg["class_name"] == "InputLayer":
+            layer_cfg["config"]["batch_shape"] = (None, *input_shape)
+    return model.__class__.from_config(config)
 
 
 def count_flops(model: Any, input_shape: tuple[int, ...] | None = None) -> FlopsReport:
@@ -148,11 +176,7 @@ def count_flops(model: Any, input_shape: tuple[int, ...] | None = None) -> Flops
 
         model = build(model, input_shape=input_shape)
     elif input_shape is not None and tuple(model.input_shape[1:]) != tuple(input_shape):
-        config = model.get_config()
-        for layer_cfg in config["layers"]:
-            if layer_cfg["class_name"] == "InputLayer":
-                layer_cfg["config"]["batch_shape"] = (None, *input_shape)
-        model = model.__class__.from_config(config)
+        model = _rebuild(model, tuple(input_shape))
     in_shape = _static(model.inputs[0].shape, "model input")
     rows = []
     for layer, inp, out in _layer_calls(model):
