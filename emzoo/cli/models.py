@@ -13,6 +13,14 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
 
+def _gflops_512(r) -> str:
+    # Every 2D entry is fully convolutional, so MACs scale exactly with the pixel count.
+    if r.dims != "2D":
+        return "-"
+    pixels = r.flops_input[1] * r.flops_input[2]
+    return f"{r.gflops * 512 * 512 / pixels:.2f}"
+
+
 def list_command(
     pattern: str = typer.Argument(None, help="Shell-style filter, e.g. 'emnet*'."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -26,10 +34,11 @@ def list_command(
         return
     table = Table(title=f"emzoo: {len(rows)} entries", show_lines=False)
     for col, justify in [("entry", "left"), ("dims", "left"), ("params", "right"), ("GFLOPs", "right"),
-                         ("at input", "left"), ("classes", "right"), ("weights", "left"), ("paper", "left")]:
+                         ("at input", "left"), ("GFLOPs @512²", "right"), ("classes", "right"),
+                         ("weights", "left"), ("paper", "left")]:
         table.add_column(col, justify=justify)
     for r in rows:
-        table.add_row(r.name, r.dims, f"{r.params:,}", f"{r.gflops:.2f}", _shape(r.flops_input),
+        table.add_row(r.name, r.dims, f"{r.params:,}", f"{r.gflops:.2f}", _shape(r.flops_input), _gflops_512(r),
                       str(r.num_classes), ", ".join(r.weights) or "-", r.paper)
     Console(width=160).print(table)
 
@@ -39,7 +48,7 @@ def info_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Every fact of one entry: reference, input spec, params, FLOPs and the input they were counted at, weights."""
-    from emzoo.hub.manifest import manifest_dir
+    from emzoo.hub.manifest import manifest_dir, resolve_weights
     from emzoo.registry import info
 
     r = info(name)
@@ -64,3 +73,8 @@ def info_command(
     console = Console(width=160)
     for key, value in lines:
         console.print(f"[bold]{key:>12}[/bold]  {value}")
+    for tag in r.weights:
+        spec = resolve_weights(r.name, tag)
+        console.print(f"[bold]{r.name + '.' + tag:>12}[/bold]  {spec.repo_id}@{spec.revision[:12]}  "
+                      f"trained on {json.dumps(spec.trained_on) if spec.trained_on else '?'}  "
+                      f"metrics {json.dumps(spec.metrics) if spec.metrics else '-'}")

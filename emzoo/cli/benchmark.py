@@ -1,0 +1,66 @@
+"""``emzoo benchmark`` and ``emzoo demo``: leaderboards on the user's data or on the packaged sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _print_board(board, out: Path | None, sort: str) -> None:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from emzoo.benchmark import to_markdown
+
+    Console(width=180).print(Markdown(to_markdown(board, sort=sort)))
+    if out is not None:
+        typer.echo(f"wrote {out}/leaderboard.csv, .json, .md, provenance.json, heatmap.png, ballchart.png")
+
+
+def benchmark_command(
+    data: Path = typer.Argument(None, help="Dataset folder with train/ and test/ (raw + labels); default: demo sample."),
+    model: list[str] = typer.Option([], "--model", "-m", help="Entry, entry.tag or preset folder (repeatable)."),
+    ensemble: list[str] = typer.Option([], "--ensemble", "-e", help="'avg:a+b', 'majority:a+b+c' or 'top3'."),
+    finetune: int = typer.Option(None, "--finetune", help="Fine-tune each model this many steps on train/."),
+    kfold: int = typer.Option(None, "--kfold", help="With --finetune: K-fold on train/, score the fold-mean."),
+    out: Path = typer.Option(Path("benchmark_out"), "--out", "-o", help="Output folder."),
+    sort: str = typer.Option("vrand", "--sort", help="Metric to sort by (and to rank top-k by)."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Threshold of the confusion-matrix metrics."),
+    tile: int = typer.Option(None, "--tile", help="Tile side for inference."),
+    halo: int = typer.Option(None, "--halo", help="Halo for inference (default: the model's receptive margin)."),
+    tta: str = typer.Option(None, "--tta", help="Test-time augmentation: flips, d4 or d4+z."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fine-tuning runs."),
+    test_raw: Path = typer.Option(None, "--test-raw", help="Explicit test image (with --test-labels)."),
+    test_labels: Path = typer.Option(None, "--test-labels", help="Explicit test labels."),
+    train_raw: Path = typer.Option(None, "--train-raw", help="Explicit train image (with --train-labels)."),
+    train_labels: Path = typer.Option(None, "--train-labels", help="Explicit train labels."),
+) -> None:
+    """Score models and ensembles on a dataset; print the leaderboard and write tables and plots to --out."""
+    from emzoo.benchmark import benchmark, load_dataset
+
+    if not model and not ensemble:
+        raise typer.BadParameter("give at least one --model or --ensemble", param_hint="--model")
+    pairs = {}
+    for split, raw, labels in (("test", test_raw, test_labels), ("train", train_raw, train_labels)):
+        if (raw is None) != (labels is None):
+            raise typer.BadParameter(f"--{split}-raw and --{split}-labels go together")
+        if raw is not None:
+            pairs[split] = (raw, labels)
+    dataset = load_dataset(data, **pairs) if (data is not None or pairs) else load_dataset(None)
+    board = benchmark(model, dataset, ensembles=ensemble, finetune=finetune, kfold=kfold, threshold=threshold,
+                      tile=tile, halo=halo, tta=tta, sort=sort, seed=seed, out=out)
+    _print_board(board, out, sort)
+    if (board["status"] != "ok").all():
+        raise typer.Exit(1)
+
+
+def demo_command(
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder."),
+    steps: int = typer.Option(None, "--steps", help="Fine-tuning steps when no pretrained weights exist."),
+) -> None:
+    """Benchmark the zoo on the packaged cardiac-mitochondria sample (fine-tunes briefly if no weights exist)."""
+    from emzoo.benchmark.demo import DEFAULT_STEPS, run_demo
+
+    board = run_demo(out, steps=steps or DEFAULT_STEPS)
+    _print_board(board, out, "vrand")

@@ -1,0 +1,115 @@
+"""The harness end to end on a tiny synthetic dataset, ensemble math, and the leaderboard outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from emzoo.benchmark import Dataset, Split, benchmark, parse_model_spec
+from emzoo.benchmark.harness import _Runner
+
+TINY = dict(input_shape=(None, None, 1), widths=(4, 8, 16))
+
+
+def _blobs(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    raw = rng.normal(100, 10, size=(n, size, size))
+    labels = np.zeros((n, size, size), np.uint8)
+    for z in range(n):
+        for _ in range(3):
+            cy, cx, r = rng.integers(6, size - 6, 2).tolist() + [int(rng.integers(3, 6))]
+            disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+            labels[z][disk] = 1
+    raw[labels > 0] -= 60  # mitochondria are dark
+    return raw.astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Dataset:
+    train = Split(*_blobs(4, 32, 1), "synthetic-train", "synthetic-train")
+    val = Split(*_blobs(2, 32, 2), "synthetic-val", "synthetic-val")
+    test = Split(*_blobs(2, 32, 3), "synthetic-test", "synthetic-test")
+    return Dataset(name="synthetic", test=test, train=train, val=val)
+
+
+@pytest.fixture(scope="module")
+def presets(tmp_path_factory) -> list[str]:
+    import keras
+
+    import emzoo
+
+    dirs = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        model = emzoo.build("unet", **TINY)
+        folder = tmp_path_factory.mktemp(f"preset{seed}") / "tiny_unet"
+        emzoo.save_preset(model, folder, entry="unet", build_kwargs=TINY,
+                          normalization={"method": "zscore", "mean": 80.0, "std": 30.0})
+        dirs.append(str(folder))
+    return dirs
+
+
+def test_parse_model_spec_errors():
+    with pytest.raises(ValueError, match="unknown ensemble mode"):
+        parse_model_spec("mean:a+b")
+    with pytest.raises(ValueError, match="at least two"):
+        parse_model_spec("avg:a")
+    with pytest.raises(ValueError, match="k >= 2"):
+        parse_model_spec("top1")
+
+
+def test_combine_average_and_majority(dataset):
+    runner = _Runner(dataset, dict(finetune=None, threshold=0.5, val_fraction=0.2), log=print)
+    probs = {"a": np.array([0.9, 0.2, 0.6, 0.4]), "b": np.array([0.8, 0.7, 0.1, 0.4]),
+             "c": np.array([0.1, 0.6, 0.7, 0.3])}
+    np.testing.assert_allclose(runner.combine(["a", "b"], probs, "average"), [0.85, 0.45, 0.35, 0.4])
+    # votes >= 0.5: a=[1,0,1,0], b=[1,1,0,0], c=[0,1,1,0] -> counts [2,2,2,0] of 3 -> majority [1,1,1,0]
+    np.testing.assert_array_equal(runner.combine(["a", "b", "c"], probs, "majority"), [1, 1, 1, 0])
+    # a tie (1 of 2) is not a majority
+    np.testing.assert_array_equal(runner.combine(["a", "b"], probs, "majority"), [1, 0, 0, 0])
+
+
+def test_harness_end_to_end(dataset, presets, tmp_path):
+    from emzoo.hub.presets import load
+    from emzoo.inference import foreground, predict
+    from emzoo.metrics import all_metrics
+
+    a, b = presets
+    out = tmp_path / "board"
+    board = benchmark([a, b, "no_such_entry_xyz"], dataset, ensembles=[f"avg:{a}+{b}", f"majority:{a}+{b}", "top2"],
+                      out=out, progress=False)
+    rows = board.set_index("model")
+    assert rows.loc["no_such_entry_xyz", "status"] == "failed"
+    assert "no_such_entry_xyz" in rows.loc["no_such_entry_xyz", "error"]
+    for label in (a, b, f"avg:{a}+{b}", f"majority:{a}+{b}", "top2"):
+        assert rows.loc[label, "status"] == "ok", rows.loc[label, "error"]
+
+    # The leaderboard's numbers equal direct metric calls.
+    probs = [np.asarray(foreground(predict(load(p), dataset.test.raw, progress=False))) for p in presets]
+    direct = all_metrics(dataset.test.labels, probs[0], threshold=0.5)
+    for key in ("f1", "jaccard", "vrand", "vinfo", "accuracy"):
+        assert rows.loc[a, key] == pytest.approx(direct[key], abs=1e-9)
+    averaged = all_metrics(dataset.test.labels, (probs[0] + probs[1]) / 2, threshold=0.5)
+    assert rows.loc[f"avg:{a}+{b}", "f1"] == pytest.approx(averaged["f1"], abs=1e-9)
+    # top2 of two models is their average
+    assert rows.loc["top2", "f1"] == pytest.approx(averaged["f1"], abs=1e-9)
+
+    # Sorted by VRand, failed rows last; every output written; provenance per row.
+    ok = board[board["status"] == "ok"]["vrand"].to_numpy()
+    assert (np.diff(ok) <= 0).all() and board.iloc[-1]["status"] == "failed"
+    for name in ("leaderboard.csv", "leaderboard.json", "leaderboard.md", "provenance.json", "heatmap.png",
+                 "ballchart.png"):
+        assert (out / name).stat().st_size > 0
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance[a]["data_sha256"] == dataset.test.sha256
+    assert len(provenance[a]["weights_sha256"]) == 64
+    assert provenance[a]["backend"] and provenance[a]["device"] and provenance[a]["wall_s"] > 0
+    assert provenance[f"avg:{a}+{b}"]["members"] == [a, b]
+
+
+def test_unknown_sort_metric(dataset):
+    with pytest.raises(ValueError, match="unknown sort metric"):
+        benchmark(["unet"], dataset, sort="speed")
