@@ -1,0 +1,474 @@
+"""Blockwise prediction of volumes larger than memory: Zarr/HDF5 in, Zarr out, one dask task per output block.
+
+Each task reads its block plus a halo from the source (mirrored at the volume borders), predicts it with the same
+tiling engine as :func:`~emzoo.inference.predict` (so the result equals in-memory prediction), trims the halo and
+writes the block, which is a whole number of output chunks, so every chunk is written whole, once, by one task.
+zarr's local store writes each chunk to a temporary file and renames it, so a half-written chunk is never visible.
+After the write the task drops a completion record (an empty file per block under ``<dst>/.emzoo_progress/``); an
+interrupted run started again with the same arguments skips the blocks that have one.
+
+Peak memory is that of the blocks in flight (one per worker thread: input block + halo, output block, the model's
+activations for one batch of windows) and does not grow with the volume. The model is shipped to distributed
+workers as its Keras config and weights (or its name) and built once per worker process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emzoo.inference.ensemble import Ensemble, _Accumulator
+from emzoo.inference.predict import _spec, data_layout, default_batch_size, foreground, make_runner
+from emzoo.inference.progress import progress_bar
+from emzoo.inference.runner import ModelRunner
+from emzoo.inference.tiling import Source, TilePlan, make_plan, predict_region
+from emzoo.inference.tta import tta_transforms
+from emzoo.io.atomic import atomic_file
+from emzoo.io.normalize import resolve_normalization
+
+__all__ = ["predict_blockwise", "PROGRESS_DIR"]
+
+#: Folder inside the output store that holds the run parameters and one completion record per block.
+PROGRESS_DIR = ".emzoo_progress"
+_OUTPUTS = ("probabilities", "foreground", "mask")
+
+
+# ------------------------------------------------------------------------------------------------ shipping models
+
+
+def _pack_model(model: Any) -> dict[str, Any]:
+    import keras
+
+    return {"config": keras.saving.serialize_keras_object(model), "weights": model.get_weights(),
+            "metadata": dict(getattr(model, "emzoo_metadata", None) or {})}
+
+
+def _unpack_model(packed: dict[str, Any]) -> Any:
+    import keras
+
+    import emzoo.layers  # noqa: F401  (registers emzoo's layers before deserialising)
+
+    model = keras.saving.deserialize_keras_object(packed["config"])
+    model.set_weights(packed["weights"])
+    object.__setattr__(model, "emzoo_metadata", packed["metadata"])
+    return model
+
+
+class _ModelRef:
+    """A model, name or ensemble that pickles as its name or config + weights and is built once per process."""
+
+    def __init__(self, model: Any) -> None:
+        self.obj = model
+        self._runners: list[ModelRunner] | None = None
+        self._lock = threading.Lock()
+
+    def members(self) -> list[Any]:
+        if isinstance(self.obj, Ensemble):
+            return [self.obj.members[i] for i in self.obj.selected]
+        return [self.obj]
+
+    def runners(self) -> list[ModelRunner]:
+        with self._lock:
+            if self._runners is None:
+                self._runners = [make_runner(m) for m in self.members()]
+            return self._runners
+
+    def combiner(self) -> Ensemble | None:
+        if not isinstance(self.obj, Ensemble):
+            return None
+        n = len(self.obj.selected)
+        mode = "majority" if self.obj.mode == "majority" else "average"
+        return Ensemble(list(range(n)), mode=mode, threshold=self.obj.threshold)
+
+    def __getstate__(self) -> dict[str, Any]:
+        def pack(m: Any) -> Any:
+            return ("name", os.fspath(m)) if isinstance(m, (str, os.PathLike)) else ("keras", _pack_model(m))
+
+        members = [pack(m) for m in self.members()]
+        combiner = self.combiner()
+        return {"members": members, "combine": None if combiner is None else (combiner.mode, combiner.threshold)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        members = [value if kind == "name" else _unpack_model(value) for kind, value in state["members"]]
+        if state["combine"] is None:
+            self.obj = members[0]
+        else:
+            mode, threshold = state["combine"]
+            self.obj = Ensemble(members, mode=mode, threshold=threshold)
+        self._runners = None
+        self._lock = threading.Lock()
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for m in self.members():
+            if isinstance(m, (str, os.PathLike)):
+                digest.update(os.fspath(m).encode())
+                continue
+            import keras
+
+            digest.update(json.dumps(keras.saving.serialize_keras_object(m), sort_keys=True, default=str).encode())
+            for w in m.get_weights():
+                digest.update(np.ascontiguousarray(w).tobytes())
+        if isinstance(self.obj, Ensemble):
+            digest.update(repr((self.obj.mode, self.obj.selected, self.obj.threshold)).encode())
+        return digest.hexdigest()
+
+
+class _SourceRef:
+    """The input volume, re-opened from its path in each worker (HDF5 handles cannot be pickled)."""
+
+    def __init__(self, src: Any) -> None:
+        self.path: str | None = None
+        self.array: Any = None
+        if isinstance(src, (str, os.PathLike)):
+            self.path = os.fspath(src)
+        elif type(src).__module__.startswith("h5py"):
+            self.path = f"{src.file.filename}:{src.name}"
+        else:
+            self.array = src
+        self._opened: tuple[Any, str | None] | None = None
+
+    def open(self) -> tuple[Any, str | None]:
+        if self._opened is None:
+            if self.path is not None:
+                from emzoo.io import read
+
+                volume = read(self.path, lazy=True)
+                self._opened = (volume.data, volume.axes)
+            else:
+                self._opened = (self.array, None)
+        return self._opened
+
+    def describe(self) -> str:
+        return self.path or f"{type(self.array).__name__} array"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "array": self.array}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path, self.array, self._opened = state["path"], state["array"], None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one member needs to predict any block (computed once, in the client)."""
+
+    plan: TilePlan
+    spec: dict[str, Any]
+    tta: str | None
+    batch_size: int
+    has_z: bool
+    has_c: bool
+
+
+# --------------------------------------------------------------------------------------------------- block task
+
+
+def _postprocess(prob: np.ndarray, output: str, threshold: float, dtype: Any) -> np.ndarray:
+    if output == "probabilities":
+        return prob.astype(dtype, copy=False)
+    if output == "foreground":
+        return foreground(prob).astype(dtype, copy=False)
+    if prob.shape[-1] > 2:
+        return np.argmax(prob, axis=-1).astype(dtype)
+    return (foreground(prob) >= threshold).astype(dtype)
+
+
+def _predict_block(ref: _ModelRef, src: _SourceRef, jobs: list[_Job], region: tuple[tuple[int, int], ...],
+                   output: str, threshold: float, dtype: str) -> np.ndarray:
+    """Prediction of one block (data region), post-processed; no z axis for 2D data."""
+    runners = ref.runners()
+    data, _ = src.open()
+    combiner = ref.combiner()
+    acc = None if combiner is None else _Accumulator(combiner, max(r.num_classes for r in runners))
+    prob = None
+    for runner, job in zip(runners, jobs, strict=True):
+        source = Source(data, has_z=job.has_z, has_c=job.has_c, spec=job.spec)
+        prob = predict_region(runner, source, job.plan, region, transforms=tta_transforms(job.tta, runner.kind),
+                              batch_size=job.batch_size, prefetch=True)
+        if acc is not None:
+            acc.add(prob)
+    if acc is not None:
+        prob = acc.result()
+    result = _postprocess(prob, output, threshold, np.dtype(dtype))
+    return result if jobs[0].has_z else result[0]
+
+
+def _run_block(ref: _ModelRef, src: _SourceRef, dst: str, jobs: list[_Job], region: tuple[tuple[int, int], ...],
+               index: tuple[int, ...], output: str, threshold: float, dtype: str) -> tuple[int, ...]:
+    """One dask task: predict, write the block (whole chunks), then record it as done."""
+    import zarr
+
+    result = _predict_block(ref, src, jobs, region, output, threshold, dtype)
+    spatial = region if jobs[0].has_z else region[1:]
+    target = zarr.open_array(dst, mode="r+")
+    target[tuple(slice(lo, hi) for lo, hi in spatial)] = result
+    with atomic_file(Path(dst) / PROGRESS_DIR / _marker(index)) as tmp:
+        tmp.write_text("")
+    return index
+
+
+def _marker(index: tuple[int, ...]) -> str:
+    return "_".join(str(i) for i in index) + ".done"
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+# --------------------------------------------------------------------------------------------------- the driver
+
+
+def _triple(value: int | tuple[int, ...], spatial: int, what: str) -> tuple[int, ...]:
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * spatial
+    values = tuple(int(v) for v in value)
+    if len(values) != spatial:
+        raise ValueError(f"{what} must be an int or {spatial} ints (one per spatial axis), got {value!r}")
+    return values
+
+
+def _open_dst(dst: str, *, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str, run: dict[str, Any],
+              overwrite: bool) -> set[str]:
+    """Create the output store (or reopen it to resume); returns the completion records already present."""
+    import zarr
+
+    path = Path(dst)
+    progress = path / PROGRESS_DIR
+    record = progress / "run.json"
+    if path.exists():
+        same = record.is_file() and json.loads(record.read_text()) == run
+        if same:
+            return {p.name for p in progress.iterdir() if p.suffix == ".done"}
+        if not overwrite:
+            why = "a run with different arguments" if record.is_file() else "data not written by predict_blockwise"
+            raise FileExistsError(f"{dst} already exists and holds {why}; pass overwrite=True to replace it, or "
+                                  "choose another output path.")
+        shutil.rmtree(path)
+    zarr.create_array(str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+                      attributes={"emzoo": {k: run[k] for k in ("source", "output", "tta", "blend", "halo")}})
+    progress.mkdir()
+    with atomic_file(record) as tmp:
+        tmp.write_text(json.dumps(run, indent=1))
+    return set()
+
+
+def _default_block(runner: ModelRunner, shape3: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (8, 512, 512) if runner.kind != "3d" else (64, 64, 64)
+
+
+def predict_blockwise(
+    model: Any,
+    src: Any,
+    dst: str | os.PathLike[str],
+    *,
+    block: int | tuple[int, ...] | None = None,
+    halo: int | tuple[int, ...] | None = None,
+    client: Any = None,
+    tta: str | None = None,
+    tile: int | tuple[int, ...] | None = None,
+    blend: str = "none",
+    batch_size: int | None = None,
+    normalization: Any = "auto",
+    output: str = "probabilities",
+    threshold: float = 0.5,
+    dtype: str | None = None,
+    chunks: tuple[int, ...] | None = None,
+    num_workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Any:
+    """Predict a Zarr/HDF5 volume block by block into a Zarr array, with bounded memory; resumable.
+
+    Parameters
+    ----------
+    model : keras.Model, str or Ensemble
+        As for :func:`~emzoo.inference.predict`.
+    src : str or array_like
+        ``vol.zarr``, ``vol.zarr/array``, ``file.h5:/dataset`` (anything :func:`emzoo.read` opens), or a zarr,
+        h5py, dask or numpy array. ``(Z, Y, X)`` or ``(Y, X)``, channels last if the model takes several.
+    dst : str or path-like
+        Output Zarr array (created; see ``overwrite``). Shape ``(*spatial, C)`` for probabilities, ``spatial``
+        for ``output="foreground"``/``"mask"``.
+    block : int or tuple, optional
+        Output block per spatial axis, the unit of work and the output chunk. Rounded up to the model's divisor.
+        Default ``(8, 512, 512)`` for 2D and multi-frame nets, ``64³`` for 3D nets. Multiples of the tile step
+        avoid predicting windows twice.
+    halo : int or tuple, optional
+        Context read around each block (default: the preset's halo or the receptive-field margin: the result then
+        equals in-memory prediction).
+    client : distributed.Client or str, optional
+        A dask.distributed client or scheduler address; default: dask's threaded scheduler in this process.
+    tta : {None, "flips", "d4", "d4+z"}
+        Test-time augmentation.
+    tile : int or tuple, optional
+        Model window; default: the block plus the halo on each side (one window per block).
+    blend : {"none", "spline", "linear"}
+        As for :func:`~emzoo.inference.predict`; the default is ``"none"`` here because blending makes each
+        block also predict the windows of its neighbours that overlap it.
+    batch_size : int, optional
+        Windows per model call.
+    normalization : "auto", dict, str or None
+        As for :func:`~emzoo.inference.predict`; per-image statistics are computed over the whole volume first
+        (min/max in one chunked pass, percentiles from a strided sample).
+    output : {"probabilities", "foreground", "mask"}
+        What to store: all class probabilities, the foreground probability (1-channel or 2-class models), or a
+        uint8 mask (foreground >= ``threshold``; the arg-max label for more than two classes).
+    threshold : float
+        For ``output="mask"``.
+    dtype : str, optional
+        Output dtype (default float32; uint8 for masks).
+    chunks : tuple of int, optional
+        Output chunks (spatial); ``block`` must be a multiple of them. Default: the block.
+    num_workers : int, optional
+        Threads of the threaded scheduler.
+    overwrite : bool
+        Replace an existing ``dst`` that was written with other arguments (or not by this function). A ``dst``
+        from an interrupted run with the *same* arguments is always resumed.
+    progress : bool
+        Show a progress bar over blocks.
+
+    Returns
+    -------
+    zarr.Array
+        The output array (read-only).
+
+    Raises
+    ------
+    FileExistsError
+        ``dst`` exists from another run and ``overwrite`` is False.
+    ValueError
+        Bad options, a block that is not a multiple of ``chunks``, or NaN/Inf met in a block.
+
+    Examples
+    --------
+    >>> import emzoo  # doctest: +SKIP
+    >>> emzoo.predict_blockwise("cdeep3m_1fm.mito", "fibsem.zarr", "mito.zarr", block=(16, 1024, 1024),
+    ...                         output="foreground")  # doctest: +SKIP
+    """
+    import dask
+    import zarr
+
+    if output not in _OUTPUTS:
+        raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+    ref = _ModelRef(model)
+    runners = ref.runners()
+    src_ref = _SourceRef(src)
+    data, axes = src_ref.open()
+    from emzoo.io.volume import check_array
+
+    check_array(data, source=src_ref.describe())
+    shape = tuple(int(s) for s in data.shape)
+    has_z, has_c = data_layout(shape, runners[0], axes)
+    spatial_shape = shape[:-1] if has_c else shape
+    shape3 = spatial_shape if has_z else (1, *spatial_shape)
+    if block is None:
+        block3 = tuple(min(b, s) for b, s in zip(_default_block(runners[0], shape3), shape3, strict=True))
+    else:
+        given = _triple(block, len(spatial_shape), "block")
+        block3 = given if has_z else (1, *given)
+    block3 = tuple(s if b >= s else -(-b // d) * d
+                   for b, s, d in zip(block3, shape3, runners[0].divisor, strict=True))
+    jobs: list[_Job] = []
+    for runner in runners:
+        if data_layout(shape, runner, axes) != (has_z, has_c):
+            raise ValueError("the ensemble members disagree on how to read the input (channels or z axis).")
+        spec = resolve_normalization(data, _spec(runner, normalization))
+        if tile is None:
+            # One window per block: the block plus the halo on each side.
+            halos = make_plan(runner, shape3, halo=halo, blend=blend).halo
+            tile3 = tuple(b + 2 * h for b, h in zip(block3, halos, strict=True))
+            plan = make_plan(runner, shape3, tile=tile3, halo=halo, blend=blend)
+        else:
+            plan = make_plan(runner, shape3, tile=tile, halo=halo, blend=blend)
+        tta_transforms(tta, runner.kind)  # validates the mode early
+        jobs.append(_Job(plan=plan, spec=spec, tta=tta, has_z=has_z, has_c=has_c,
+                         batch_size=int(batch_size) if batch_size else default_batch_size(plan)))
+    spatial_block = block3 if has_z else block3[1:]
+    classes = max(r.num_classes for r in runners)
+    if output == "foreground" and classes > 2:
+        raise ValueError(f"output='foreground' needs a 1-channel or 2-class model, this one has {classes} classes; "
+                         "use output='probabilities' or 'mask' (arg-max labels).")
+    out_dtype = np.dtype(dtype or ("uint8" if output == "mask" else "float32")).str
+    out_shape = (*spatial_shape, classes) if output == "probabilities" else spatial_shape
+    if chunks is None:
+        out_chunks = spatial_block
+    else:
+        out_chunks = _triple(chunks, len(spatial_shape), "chunks")
+        if any(b % c and b < s for b, c, s in zip(spatial_block, out_chunks, spatial_shape, strict=True)):
+            raise ValueError(f"block {spatial_block} must be a multiple of chunks {out_chunks} so that each chunk is "
+                             "written whole by one task; change one of them.")
+    full_chunks = (*out_chunks, classes) if output == "probabilities" else out_chunks
+    run = json.loads(json.dumps({
+        "source": src_ref.describe(), "shape": list(shape), "source_dtype": str(np.dtype(data.dtype)),
+        "model": ref.fingerprint(), "block": list(spatial_block), "tile": [list(j.plan.n_in) for j in jobs],
+        "halo": [list(j.plan.halo) for j in jobs], "blend": blend, "tta": tta, "output": output,
+        "threshold": threshold, "dtype": out_dtype, "chunks": list(full_chunks),
+        "normalization": [j.spec for j in jobs],
+    }, default=str))
+    done = _open_dst(os.fspath(dst), shape=out_shape, chunks=full_chunks, dtype=out_dtype, run=run,
+                     overwrite=overwrite)
+    counts = [-(-s // b) for s, b in zip(shape3, block3, strict=True)]
+    pending = []
+    for index in itertools.product(*(range(c) for c in counts)):
+        key = index if has_z else index[1:]
+        if _marker(key) in done:
+            continue
+        region = tuple((i * b, min((i + 1) * b, s)) for i, b, s in zip(index, block3, shape3, strict=True))
+        pending.append((key, region))
+    total = int(np.prod(counts))
+    dst_path = os.fspath(dst)
+    if pending:
+        ref_key = dask.delayed(_identity, pure=True)(ref, dask_key_name="emzoo-model")
+        src_key = dask.delayed(_identity, pure=True)(src_ref, dask_key_name="emzoo-source")
+        tasks = [dask.delayed(_run_block, pure=False)(ref_key, src_key, dst_path, jobs, region, key, output,
+                                                      threshold, out_dtype,
+                                                      dask_key_name=f"emzoo-block-{'_'.join(map(str, key))}")
+                 for key, region in pending]
+        with progress_bar(total, "blocks", progress) as advance:
+            advance(total - len(pending))
+            if client is None:
+                for runner, job in zip(runners, jobs, strict=True):
+                    runner.warm_up(job.plan.n_in)
+                _compute_threaded(tasks, advance, num_workers)
+            else:
+                _compute_distributed(tasks, advance, client)
+    return zarr.open_array(dst_path, mode="r")
+
+
+def _compute_threaded(tasks: list[Any], advance: Any, num_workers: int | None) -> None:
+    import dask
+    from dask.callbacks import Callback
+
+    class _Count(Callback):
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            if isinstance(key, str) and key.startswith("emzoo-block-"):
+                advance(1)
+
+    with _Count():
+        dask.compute(*tasks, scheduler="threads", num_workers=num_workers)
+
+
+def _compute_distributed(tasks: list[Any], advance: Any, client: Any) -> None:
+    from distributed import Client, as_completed
+
+    own = isinstance(client, str)
+    if own:
+        client = Client(client)
+    try:
+        futures = client.compute(tasks)
+        for future in as_completed(futures):
+            future.result()
+            advance(1)
+    finally:
+        if own:
+            client.close()

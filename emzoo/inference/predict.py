@@ -1,0 +1,292 @@
+"""``predict``: any zoo model (2D, multi-frame, 3D, valid-convolution) or ensemble on an image of any size."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from emzoo.inference.ensemble import Ensemble, _Accumulator
+from emzoo.inference.progress import progress_bar
+from emzoo.inference.runner import ModelRunner
+from emzoo.inference.tiling import Source, make_plan, predict_region
+from emzoo.inference.tta import tta_transforms
+from emzoo.io.normalize import resolve_normalization
+from emzoo.io.volume import Volume, check_array
+
+__all__ = ["predict", "foreground", "resolve_model", "make_runner", "data_layout"]
+
+# Voxels of input per predict batch when batch_size is not given (4 tiles of 512², 4 of 64³).
+_BATCH_VOXELS = 1 << 20
+# Voxels per slab when a lazy (Zarr/HDF5/dask) input is predicted in memory slab by slab.
+_SLAB_VOXELS = 1 << 26
+
+
+def _relaxed_shape(model: Any) -> tuple[int | None, ...] | None:
+    """The model's input shape with free y/x (and z for 3D nets), or None if nothing is fixed."""
+    shape = tuple(model.inputs[0].shape[1:])
+    out_rank = len(model.outputs[0].shape)
+    if len(shape) == 3:
+        relaxed = (None, None, shape[-1])
+    elif out_rank == 4:  # multi-frame: keep the frames
+        relaxed = (shape[0], None, None, shape[-1])
+    else:
+        relaxed = (None, None, None, shape[-1])
+    return None if relaxed == shape else relaxed
+
+
+def resolve_model(model: Any) -> Any:
+    """A ``keras.Model`` from a model, an entry name, ``entry.tag``, ``hf://`` URI, preset folder or ``.keras`` file.
+
+    Names are loaded with :func:`emzoo.load`; when the preset fixes the tile size, it is rebuilt with a free input
+    size if the architecture allows (any tile size can then be used), keeping the same weights and metadata.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        from emzoo.hub.presets import load
+
+        loaded = load(model)
+        relaxed = _relaxed_shape(loaded)
+        if relaxed is not None and not str(model).endswith(".keras"):
+            try:
+                free = load(model, input_shape=relaxed)
+            except (ValueError, TypeError, KeyError):
+                return loaded  # the architecture needs its fixed size (e.g. net2d3d's crops)
+            object.__setattr__(free, "emzoo_metadata", getattr(loaded, "emzoo_metadata", {}))
+            return free
+        return loaded
+    if hasattr(model, "predict_on_batch") and hasattr(model, "inputs"):
+        return model
+    raise TypeError(f"expected a keras.Model, an emzoo entry name, a preset folder, a .keras file or an Ensemble; "
+                    f"got {type(model).__name__}.")
+
+
+def make_runner(model: Any) -> ModelRunner:
+    """A :class:`~emzoo.inference.runner.ModelRunner` for ``model`` (resolved with :func:`resolve_model`), with
+    the registry's divisor when the preset names its entry."""
+    model = resolve_model(model)
+    meta = dict(getattr(model, "emzoo_metadata", None) or {})
+    divisor = None
+    if isinstance(meta.get("input"), dict) and meta["input"].get("divisor"):
+        divisor = tuple(int(d) for d in meta["input"]["divisor"])
+    elif meta.get("entry"):
+        from emzoo.registry import info
+
+        try:
+            divisor = info(str(meta["entry"])).divisor or None
+        except KeyError:
+            divisor = None
+    return ModelRunner(model, divisor=divisor)
+
+
+def data_layout(shape: tuple[int, ...], runner: ModelRunner, axes: str | None = None) -> tuple[bool, bool]:
+    """``(has_z, has_c)`` of an input array for ``runner``'s model.
+
+    ``axes`` (a :class:`~emzoo.io.Volume`'s ``"ZYX"``, ``"YXC"``...) decides when given. Otherwise: a trailing
+    axis equal to the model's input channels is the channel axis when the rank allows it; 2D nets take ``(Y, X)``
+    images and ``(Z, Y, X)`` stacks (predicted slice by slice); 3D nets need ``(Z, Y, X)``.
+
+    Raises
+    ------
+    ValueError
+        If the rank or channel count does not fit the model.
+    """
+    nd = len(shape)
+    c_in = runner.in_channels
+    if axes:
+        has_z, has_c = "Z" in axes, "C" in axes
+    elif nd == 4:
+        has_z, has_c = True, True
+    elif nd == 3:
+        has_c = shape[-1] == c_in and (c_in > 1 or runner.kind == "2d")
+        has_z = not has_c
+    elif nd == 2:
+        has_z, has_c = False, False
+    else:
+        has_z, has_c = False, False
+    spatial = nd - int(has_c)
+    kind_name = {"2d": "2D", "frames": "multi-frame", "3d": "3D"}[runner.kind]
+    if spatial not in (2, 3) or (runner.kind == "3d" and not has_z):
+        want = "(Z, Y, X) volumes" if runner.kind == "3d" else "(Y, X) images or (Z, Y, X) stacks"
+        raise ValueError(f"wrong number of dimensions for a {kind_name} model: got an array of shape {shape}, the "
+                         f"model takes {want}" + (f" with {c_in} channels last" if c_in > 1 else "") + ".")
+    channels = shape[-1] if has_c else 1
+    if channels != c_in:
+        raise ValueError(f"the model takes {c_in} input channel(s) but the array of shape {shape} has {channels}; "
+                         + ("add a trailing channel axis." if c_in > 1 else "convert it to one channel first."))
+    return has_z, has_c
+
+
+def _spec(runner: ModelRunner, normalization: Any) -> Any:
+    if isinstance(normalization, str) and normalization == "auto":
+        return runner.metadata.get("normalization")
+    return normalization
+
+
+def _check_tta_shape(plan: Any, runner: ModelRunner, transforms: Sequence[Any]) -> None:
+    if any(t.rot % 2 for t in transforms) and plan.n_in[1] != plan.n_in[2]:
+        if runner.fixed[1] is not None or runner.divisor[1] != runner.divisor[2]:
+            raise ValueError(f"rotating TTA needs square windows but the model takes {plan.n_in[1:]} (y, x); use "
+                             "tta='flips' or a model with a free/square input.")
+
+
+def default_batch_size(plan: Any) -> int:
+    """Windows per model call: about 2**20 input voxels (at least 1, at most 64)."""
+    return int(max(1, min(64, _BATCH_VOXELS // max(1, math.prod(plan.n_in)))))
+
+
+def _predict_single(runner: ModelRunner, data: Any, axes: str | None, *, tile: Any, halo: Any, blend: str,
+                    tta: str | None, batch_size: int | None, normalization: Any, progress: bool,
+                    description: str) -> np.ndarray:
+    has_z, has_c = data_layout(tuple(int(s) for s in data.shape), runner, axes)
+    spec = resolve_normalization(data, _spec(runner, normalization))
+    source = Source(data, has_z=has_z, has_c=has_c, spec=spec)
+    plan = make_plan(runner, source.shape, tile=tile, halo=halo, blend=blend)
+    transforms = tta_transforms(tta, runner.kind)
+    _check_tta_shape(plan, runner, transforms)
+    batch = int(batch_size) if batch_size else default_batch_size(plan)
+    z_size = source.shape[0]
+    if isinstance(data, np.ndarray):
+        slabs = [(0, z_size)]
+    else:
+        # Lazy input: slabs of whole z steps, each read once (prefetch), so memory stays bounded.
+        step = plan.axes[0].step
+        per = max(1, _SLAB_VOXELS // max(1, step * source.shape[1] * source.shape[2])) * step
+        slabs = [(z, min(z + per, z_size)) for z in range(0, z_size, per)]
+    regions = [((z0, z1), (0, source.shape[1]), (0, source.shape[2])) for z0, z1 in slabs]
+    total = sum(len(plan.windows(r)) for r in regions)
+    out = np.empty((*source.shape, runner.num_classes), np.float32)
+    with progress_bar(total, description, progress) as advance:
+        for region in regions:
+            out[region[0][0]:region[0][1]] = predict_region(
+                runner, source, plan, region, transforms=transforms, batch_size=batch,
+                prefetch=not isinstance(data, np.ndarray), advance=advance)
+    return out if has_z else out[0]
+
+
+def predict(
+    model: Any,
+    array: Any,
+    *,
+    tile: int | Sequence[int] | None = None,
+    halo: int | Sequence[int] | None = None,
+    blend: str = "spline",
+    tta: str | None = None,
+    batch_size: int | None = None,
+    normalization: Any = "auto",
+    out: Any = None,
+    progress: bool = True,
+) -> Any:
+    """Predict class probabilities for an image or volume of any size, tile by tile.
+
+    Parameters
+    ----------
+    model : keras.Model, str or Ensemble
+        A model, an entry name / ``entry.tag`` / ``hf://`` URI / preset folder / ``.keras`` file (loaded with
+        :func:`emzoo.load`), or an :class:`Ensemble`.
+    array : array_like or Volume
+        ``(Y, X)`` image, ``(Z, Y, X)`` stack or volume, optionally with channels last; numpy, dask, zarr or h5py
+        (lazy inputs are read slab by slab). 2D nets predict a stack slice by slice; multi-frame nets (CDeep3M
+        3fm/5fm) take each slice's neighbours as context, mirrored at the ends; 3D nets tile in z too.
+    tile : int or tuple, optional
+        Model input window per axis (int, ``(y, x)`` or ``(z, y, x)``), rounded up to the model's divisor. A model
+        with a fixed input size always uses that.
+    halo : int or tuple, optional
+        Context on each side of a window's core. Default: the preset's ``halo``, else the receptive-field margin
+        (:func:`~emzoo.inference.receptive.receptive_field`), which makes the tiled result equal the whole-image
+        result. A smaller halo is faster; use ``blend`` to hide seams then.
+    blend : {"spline", "linear", "none"}
+        ``"none"``: each voxel from the one window core that owns it (exact with a full halo). ``"spline"``
+        (Franco-Barranco et al.'s second-order spline window) / ``"linear"`` (a tent): overlapping window outputs
+        are averaged with weights falling to the window edges.
+    tta : {None, "flips", "d4", "d4+z"}
+        Test-time augmentation (:mod:`~emzoo.inference.tta`): 4/8 flips, the 8 in-plane D4 transforms, or D4 times
+        the z reversal (16, 3D and multi-frame nets).
+    batch_size : int, optional
+        Windows per model call (default about 2**20 input voxels per call).
+    normalization : "auto", dict, str or None
+        ``"auto"``: the preset's recorded spec (``model.emzoo_metadata["normalization"]``), none for a plain
+        model. Per-image statistics are taken over the whole ``array``.
+    out : array_like, optional
+        Array of the output shape to write the result into (returned).
+    progress : bool
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 probabilities of shape ``(*spatial, C)``, ``spatial`` as in ``array`` and ``C`` the model's
+        classes (1 for a sigmoid net). :func:`foreground` gives the foreground map of binary models. An ensemble
+        in ``"majority"`` mode returns vote fractions.
+
+    Raises
+    ------
+    ValueError
+        Wrong rank or channels for the model, NaN/Inf, empty or non-numeric input, bad options.
+
+    Examples
+    --------
+    >>> import numpy as np, emzoo
+    >>> model = emzoo.build("unet", input_shape=(None, None, 1), widths=(4, 8, 16))
+    >>> emzoo.predict(model, np.zeros((100, 70), "float32"), progress=False).shape
+    (100, 70, 1)
+    """
+    data, axes = (array.data, array.axes) if isinstance(array, Volume) else (array, None)
+    if not hasattr(data, "shape") or not hasattr(data, "dtype"):
+        data = np.asarray(data)
+    check_array(data, source="input")
+    kwargs = dict(tile=tile, halo=halo, blend=blend, tta=tta, batch_size=batch_size, normalization=normalization,
+                  progress=progress)
+    if isinstance(model, Ensemble):
+        selected = model.selected
+        runners = [make_runner(model.members[i]) for i in selected]
+        acc = _Accumulator(model, max(r.num_classes for r in runners))
+        for n, runner in enumerate(runners, 1):
+            acc.add(_predict_single(runner, data, axes, description=f"member {n}/{len(runners)}", **kwargs))
+        result = acc.result()
+    else:
+        result = _predict_single(make_runner(model), data, axes, description="predict", **kwargs)
+    if out is not None:
+        if tuple(out.shape) != result.shape:
+            raise ValueError(f"out has shape {tuple(out.shape)} but the prediction is {result.shape}.")
+        out[...] = result
+        return out
+    return result
+
+
+def foreground(prob: np.ndarray, channel: int | None = None) -> np.ndarray:
+    """Foreground probability map from :func:`predict`'s ``(*spatial, C)`` output.
+
+    Parameters
+    ----------
+    prob : numpy.ndarray
+        Probabilities, classes last.
+    channel : int, optional
+        Class to return; default: channel 0 of a 1-channel sigmoid output, channel 1 of a 2-class softmax.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``prob`` without the class axis.
+
+    Raises
+    ------
+    ValueError
+        For more than two classes without ``channel`` (which class is "foreground" is then the user's choice).
+
+    Examples
+    --------
+    >>> foreground(np.array([[[0.3, 0.7]]])).tolist()
+    [[0.7]]
+    """
+    classes = prob.shape[-1]
+    if channel is None:
+        if classes > 2:
+            raise ValueError(f"the output has {classes} classes; pick the foreground with channel=<index> (or use "
+                             "prob.argmax(-1) for a label map).")
+        channel = classes - 1
+    if not -classes <= channel < classes:
+        raise ValueError(f"channel {channel} out of range for {classes} classes.")
+    return prob[..., channel]

@@ -1,0 +1,221 @@
+"""``read`` and ``write``: one entry point for every format, picked from the path.
+
+========================  =====================================================  ================================
+format                    path                                                   data
+========================  =====================================================  ================================
+TIFF (multi-page)         ``stack.tif`` / ``.tiff``                              numpy (dask when > 1 GiB)
+folder of slices          ``folder/`` of ``*.png`` or ``*.tif`` (natural sort)   numpy (dask when > 1 GiB)
+HDF5                      ``file.h5:/dataset`` or ``file.h5`` (its only dataset)  dask
+Zarr v2/v3, OME-Zarr      ``vol.zarr``, ``vol.zarr/array``, ``img.ome.zarr``     dask (OME-Zarr: level 0)
+MRC                       ``.mrc`` ``.mrcs`` ``.map`` ``.rec`` ``.st`` ``.ali``  numpy (memory-mapped dask if big)
+NumPy                     ``.npy``                                               numpy (memory-mapped dask if big)
+single PNG                ``image.png``                                          numpy
+========================  =====================================================  ================================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emzoo.io.volume import Volume, check_array, split_uri
+
+__all__ = ["read", "write", "want_lazy", "LAZY_BYTES", "READ_SUFFIXES"]
+
+#: Inputs larger than this many bytes are read lazily (as dask arrays) when ``lazy=None``.
+LAZY_BYTES = 1 << 30
+
+_HDF5 = (".h5", ".hdf5", ".hdf", ".he5")
+_TIFF = (".tif", ".tiff")
+READ_SUFFIXES = (*_TIFF, *_HDF5, ".zarr", ".npy", ".png", ".mrc", ".mrcs", ".map", ".rec", ".st", ".ali", ".ccp4")
+
+
+def want_lazy(lazy: bool | None, shape: tuple[int, ...], dtype: Any) -> bool:
+    """Resolve ``lazy=None`` to True for arrays larger than :data:`LAZY_BYTES`."""
+    if lazy is not None:
+        return bool(lazy)
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize > LAZY_BYTES
+
+
+def _kind(path: str) -> str:
+    from emzoo.io.zarrio import is_zarr_path
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if is_zarr_path(p):
+        return "zarr"
+    if p.is_dir():
+        return "slices"
+    if suffix in _TIFF:
+        return "tiff"
+    if suffix in _HDF5:
+        return "hdf5"
+    if suffix == ".npy":
+        return "npy"
+    if suffix == ".png":
+        return "png"
+    from emzoo.io.mrc import MRC_SUFFIXES
+
+    if suffix in MRC_SUFFIXES:
+        return "mrc"
+    raise ValueError(
+        f"unknown file type {suffix or '(no extension)'!r} for {path}; emzoo reads {', '.join(READ_SUFFIXES)} "
+        "and folders of PNG/TIFF slices."
+    )
+
+
+def read(path: str | os.PathLike[str], *, lazy: bool | None = None) -> Volume:
+    """Read an image or volume from any supported format.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file, a folder of slices, ``file.h5:/dataset``, ``vol.zarr`` or ``vol.zarr/array``.
+    lazy : bool, optional
+        ``True``: a dask array, read on demand. ``False``: a numpy array in memory. ``None`` (default): dask for
+        HDF5 and Zarr and for anything larger than 1 GiB, numpy otherwise.
+
+    Returns
+    -------
+    Volume
+        ``data``, ``voxel_size`` (nm, z first, or None), ``axes`` (``"YX"``, ``"ZYX"``, ...) and ``source``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the path does not exist.
+    ValueError
+        Unknown extension, ragged slice folder, non-numeric dtype, empty array, or NaN/Inf in eager float data.
+    KeyError
+        A missing HDF5/Zarr member, or several members and none named.
+
+    Examples
+    --------
+    >>> import numpy as np, emzoo
+    >>> emzoo.write(tmp / "x.npy", np.zeros((2, 8, 8), "uint8"))  # doctest: +SKIP
+    >>> emzoo.read(tmp / "x.npy").axes  # doctest: +SKIP
+    'ZYX'
+    """
+    text = os.fspath(path)
+    file, key = split_uri(text)
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"no such file or folder: {file}")
+    kind = _kind(file)
+    if key is not None and kind not in ("hdf5", "zarr"):
+        raise ValueError(f"{text}: only HDF5 and Zarr paths may name a member after the file; drop ':{key}'.")
+    if kind == "zarr":
+        from emzoo.io.zarrio import read_zarr
+
+        volume = read_zarr(file, key, lazy=lazy)
+    elif kind == "hdf5":
+        from emzoo.io.hdf5 import read_hdf5
+
+        volume = read_hdf5(file, key, lazy=lazy)
+    elif kind == "tiff":
+        from emzoo.io.tiff import read_tiff
+
+        volume = read_tiff(file, lazy=lazy)
+    elif kind == "slices":
+        from emzoo.io.slices import read_slices
+
+        volume = read_slices(file, lazy=lazy)
+    elif kind == "mrc":
+        from emzoo.io.mrc import read_mrc
+
+        volume = read_mrc(file, lazy=lazy)
+    elif kind == "npy":
+        from emzoo.io.npy import read_npy
+
+        volume = read_npy(file, lazy=lazy)
+    else:
+        from emzoo.io.slices import _read_one
+
+        image = _read_one(file)
+        volume = Volume(data=image, voxel_size=None, axes="YX" if image.ndim == 2 else "YXC", source=file)
+    check_array(volume.data, source=volume.source)
+    return volume
+
+
+def write(
+    path: str | os.PathLike[str],
+    array: Any,
+    *,
+    chunks: tuple[int, ...] | None = None,
+    voxel_size: tuple[float, ...] | None = None,
+    axes: str | None = None,
+    compression: str | None = None,
+    zarr_format: int = 3,
+) -> Path:
+    """Write an array atomically: a reader sees the old file or the complete new one, never a partial one.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target; the format follows the extension as for :func:`read` (``.tif``, ``.h5[:/dataset]``, ``.zarr``,
+        ``.ome.zarr``, ``.mrc``, ``.npy``). A path without extension is written as a folder of TIFF slices.
+    array : array_like
+        numpy, dask (written chunk by chunk for HDF5 and Zarr) or a :class:`Volume` (its voxel size is kept).
+    chunks : tuple of int, optional
+        Chunk shape for HDF5 and Zarr.
+    voxel_size : tuple of float, optional
+        Voxel size in nm, z first; stored as the format allows (ImageJ spacing, MRC header, ``resolution``).
+    axes : str, optional
+        Axis letters (default from the rank: ``YX``, ``ZYX``, ``ZYXC``).
+    compression : str, optional
+        TIFF/HDF5 compression (e.g. ``"zlib"`` / ``"gzip"``).
+    zarr_format : {2, 3}
+        Zarr format version for new stores.
+
+    Returns
+    -------
+    Path
+        The written path (without the ``:dataset`` suffix).
+
+    Examples
+    --------
+    >>> import numpy as np, emzoo
+    >>> emzoo.write(tmp / "labels.h5:/seg", np.zeros((4, 4), "uint8"))  # doctest: +SKIP
+    PosixPath('.../labels.h5')
+    """
+    if isinstance(array, Volume):
+        voxel_size = voxel_size if voxel_size is not None else array.voxel_size
+        axes = axes or array.axes
+        array = array.data
+    if not hasattr(array, "shape") or not hasattr(array, "dtype"):
+        array = np.asarray(array)
+    check_array(array, source="array to write", check_finite=False)
+    file, key = split_uri(os.fspath(path))
+    suffix = Path(file).suffix.lower()
+    if suffix == ".zarr":
+        from emzoo.io.zarrio import write_zarr
+
+        write_zarr(file, key, array, chunks=chunks, voxel_size=voxel_size, axes=axes, zarr_format=zarr_format)
+    elif suffix in _HDF5:
+        from emzoo.io.hdf5 import write_hdf5
+
+        write_hdf5(file, key, array, chunks=chunks, voxel_size=voxel_size, compression=compression)
+    elif key is not None:
+        raise ValueError(f"{path}: only HDF5 and Zarr paths may name a member after the file.")
+    elif suffix in _TIFF:
+        from emzoo.io.tiff import write_tiff
+
+        write_tiff(file, array, voxel_size=voxel_size, axes=axes, compression=compression)
+    elif suffix == ".npy":
+        from emzoo.io.npy import write_npy
+
+        write_npy(file, array)
+    elif suffix == "":
+        from emzoo.io.slices import write_slices
+
+        write_slices(file, array)
+    else:
+        from emzoo.io.mrc import MRC_SUFFIXES, write_mrc
+
+        if suffix not in MRC_SUFFIXES:
+            raise ValueError(f"unknown output type {suffix!r} for {path}; write .tif, .h5, .zarr, .ome.zarr, .mrc, "
+                             ".npy or a folder (no extension) of TIFF slices.")
+        write_mrc(file, array, voxel_size=voxel_size)
+    return Path(file)
