@@ -6,7 +6,11 @@ import sys
 
 import typer
 
+from emzoo.cli import benchmark as benchmark_cmd
+from emzoo.cli import finetune as finetune_cmd
+from emzoo.cli import hub as hub_cmd
 from emzoo.cli import models as models_cmd
+from emzoo.cli import predict as predict_cmd
 
 app = typer.Typer(
     name="emzoo",
@@ -17,6 +21,12 @@ app = typer.Typer(
 )
 app.command("list")(models_cmd.list_command)
 app.command("info")(models_cmd.info_command)
+app.command("predict")(predict_cmd.predict_command)
+app.command("download")(hub_cmd.download_command)
+app.command("publish")(hub_cmd.publish_command)
+app.command("benchmark")(benchmark_cmd.benchmark_command)
+app.command("demo")(benchmark_cmd.demo_command)
+app.command("finetune")(finetune_cmd.finetune_command)
 
 
 def main() -> None:
