@@ -16,7 +16,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/emzoo list
-	$(BIN)/emzoo info emnet_v2_4x
+	$(BIN)/emzoo demo --out demo_out
 
 lint: $(STAMP)
 	$(BIN)/ruff check emzoo tests benchmarks

@@ -34,8 +34,9 @@ def main() -> None:
         (DEST / split).mkdir(parents=True, exist_ok=True)
         raw = np.ascontiguousarray(raw[(slice(None), *CROP)])
         labels = np.ascontiguousarray((labels[(slice(None), *CROP)] > 0).astype(np.uint8))
-        tifffile.imwrite(DEST / split / "raw.tif", raw, compression="zlib")
-        tifffile.imwrite(DEST / split / "labels.tif", labels, compression="zlib")
+        # minisblack: otherwise tifffile stores a 3- or 4-slice stack as planar RGB(A) samples.
+        tifffile.imwrite(DEST / split / "raw.tif", raw, compression="zlib", photometric="minisblack")
+        tifffile.imwrite(DEST / split / "labels.tif", labels, compression="zlib", photometric="minisblack")
         print(split, raw.shape, f"foreground {labels.mean():.3f}")
     meta = json.loads((src / "dataset.json").read_text())
     meta.update(

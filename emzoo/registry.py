@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -90,6 +91,22 @@ class EntryInfo:
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain dict (JSON-serialisable)."""
         return asdict(self)
+
+    def gflops_at(self, spatial: tuple[int, ...]) -> float:
+        """GFLOPs at another input size, scaled by the voxel count.
+
+        Exact for fully convolutional entries (every 2D entry); approximate for valid-convolution nets, whose
+        output shrinks by a fixed margin.
+
+        Examples
+        --------
+        >>> round(info("unet2d_fb").gflops_at((512, 512)), 2)
+        24.11
+        """
+        reference = self.flops_input[1:-1]
+        if len(spatial) != len(reference):
+            raise ValueError(f"{self.name}: expected {len(reference)} spatial sizes, got {spatial}.")
+        return self.gflops * math.prod(spatial) / math.prod(reference)
 
 
 @dataclass(frozen=True)

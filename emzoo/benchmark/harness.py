@@ -96,15 +96,21 @@ def _entry_of(source: str) -> str | None:
         return None
 
 
-def _cost(source: str) -> tuple[float, int, str]:
-    """(GFLOPs at the reference input, params, that input) from the registry; NaN where unknown."""
+def _cost(source: str) -> tuple[float, str]:
+    """(GFLOPs, the input they are counted at) from the registry; NaN where unknown.
+
+    2D entries are compared at one common input, 1x512x512x1 (exact: they are fully convolutional); volumetric
+    entries at their own reference input.
+    """
     from emzoo.registry import info
 
     entry = _entry_of(source)
     if entry is None:
-        return math.nan, 0, ""
+        return math.nan, ""
     meta = info(entry)
-    return meta.gflops, meta.params, "x".join(map(str, meta.flops_input))
+    if meta.dims == "2D":
+        return meta.gflops_at((512, 512)), "1x512x512x1"
+    return meta.gflops, "x".join(map(str, meta.flops_input))
 
 
 def _weights_digest(model: Any) -> str:
@@ -198,7 +204,7 @@ class _Runner:
         if self.options["need_val"] and self.val_split is not None and self.val_split.labels is not None:
             self.val_probs[spec.label] = self.predict(model, self.val_split.raw)
         row = self.score(self.test_probs[spec.label], self.dataset.test)
-        gflops, _, flops_input = _cost(spec.source)
+        gflops, flops_input = _cost(spec.source)
         row.update(gflops=gflops, params=int(model.count_params()), flops_input=flops_input)
         row["provenance"] = {**how, "weights_sha256": _weights_digest(model), "wall_s": time.perf_counter() - start}
         return row

@@ -17,8 +17,7 @@ def _gflops_512(r) -> str:
     # Every 2D entry is fully convolutional, so MACs scale exactly with the pixel count.
     if r.dims != "2D":
         return "-"
-    pixels = r.flops_input[1] * r.flops_input[2]
-    return f"{r.gflops * 512 * 512 / pixels:.2f}"
+    return f"{r.gflops_at((512, 512)):.2f}"
 
 
 def list_command(

@@ -13,6 +13,10 @@ Two methods:
   the extent of the output that changed is the margin. It needs no knowledge of the layers but is a lower bound
   (a dead ReLU path, or one pooling alignment of the several possible, can hide part of the field).
 
+Global pooling (the squeeze-excitation gates of the ``se_*`` nets) sees the whole tile; those channel statistics
+are treated as local, so the halo covers the convolutional field only and tiled SE-net predictions can differ
+slightly from whole-image ones.
+
 The margin is reported relative to where the tiler places each output voxel: at the same index for ``same``-size
 nets, shifted by ``(n_in - n_out) // 2`` for nets whose output is smaller than their input.
 """
@@ -171,7 +175,8 @@ def _apply(op: Any, node: Any, inputs: list[list[_Axis]], strides: list[list[flo
             or ("Conv" in type(op).__name__ and hasattr(op, "kernel_size"))):
         return [_conv(x, op.kernel_size, op.strides, getattr(op, "dilation_rate", 1), op.padding)]
     if any("GlobalPool" in n or "GlobalAverage" in n or "GlobalMax" in n for n in names):
-        raise NotImplementedError(f"{op.name} pools globally (unbounded receptive field)")
+        # Squeeze-excitation gates: image-wide channel statistics, treated as local (see the module notes).
+        return [x] * len(outputs)
     if any("Pool" in n for n in names) and hasattr(op, "pool_size"):
         strides = getattr(op, "strides", None) or op.pool_size
         padding = getattr(op, "padding", "valid")
@@ -188,7 +193,8 @@ def _apply(op: Any, node: Any, inputs: list[list[_Axis]], strides: list[list[flo
         merged = _merge(inputs, _spatial_sizes(outputs[0])) if len(inputs) > 1 else x
         for t_in in node.input_tensors:
             a, b = _spatial_sizes(t_in), _spatial_sizes(outputs[0])
-            if all(s is not None for s in (*a, *b)) and a != b:
+            broadcast = all(sa == 1 for sa in a)  # e.g. a (1, 1) channel gate multiplied onto a feature map
+            if all(s is not None for s in (*a, *b)) and a != b and not broadcast:
                 raise NotImplementedError(f"layer {op.name} ({type(op).__name__}) changes the spatial size {a} -> {b}")
         return [merged] * len(outputs)
     if out_rank == in_rank - 1 and len(x) >= 2 and node.input_tensors[0].shape[1] == 1:

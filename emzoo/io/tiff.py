@@ -79,6 +79,10 @@ def read_tiff(path: str, *, lazy: bool | None = None) -> Volume:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         shape, axes, dtype = tuple(series.shape), series.axes, np.dtype(series.dtype)
+        if axes.startswith("S") and tif.pages[0].planarconfig == tifffile.PLANARCONFIG.SEPARATE:
+            # tifffile stores a (3|4, Y, X) stack as planar RGB(A) samples; real colour images are interleaved
+            # (YXS), so separate planes in front of Y and X are grey slices, not channels.
+            axes = "Z" + axes[1:]
         voxel = _voxel_size(tif, "Z" if any(a in _Z_LETTERS for a in axes) else "")
         per_page = len(tif.pages) == int(np.prod(shape[:-2])) and axes[-2:] == "YX" and len(shape) >= 3
         lazy = want_lazy(lazy, shape, dtype)

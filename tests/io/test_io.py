@@ -245,3 +245,17 @@ def test_real_hdf5_and_tiff(shared_data):
     raw = read(shared_data / "fibsem_medulla" / "raw.tif", lazy=True)
     assert raw.shape == (250, 250, 250) and raw.axes == "ZYX"
     assert np.asarray(raw.data[100]).shape == (250, 250)
+
+
+def test_planar_sample_stack_reads_as_slices(tmp_path):
+    """tifffile writes a (3|4, Y, X) stack as planar RGB(A) samples; emzoo reads those planes as z slices."""
+    import tifffile
+
+    from emzoo.io import read
+
+    stack = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(4, 8, 8)
+    tifffile.imwrite(tmp_path / "four.tif", stack)  # default photometric: planar RGBA
+    assert tifffile.TiffFile(tmp_path / "four.tif").series[0].axes == "SYX"
+    volume = read(tmp_path / "four.tif")
+    assert volume.axes == "ZYX"
+    np.testing.assert_array_equal(np.asarray(volume.data), stack)
