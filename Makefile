@@ -22,10 +22,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check emzoo tests benchmarks
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider
+	$(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider --doctest-modules emzoo tests
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules emzoo tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ and keeps a provenance record per row so any number in the table can be reproduc
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 import traceback
@@ -126,12 +127,22 @@ def _device() -> str:
         import tensorflow as tf
 
         gpus = tf.config.list_logical_devices("GPU")
-        return gpus[0].name if gpus else f"CPU ({platform.processor() or platform.machine()})"
+        return gpus[0].name if gpus else _cpu_name()
     if backend == "jax":
         import jax
 
         return str(jax.devices()[0])
     return "cpu"
+
+
+def _cpu_name() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"CPU: {model}, {os.cpu_count()} cores"
 
 
 def _holdout(train: Split, fraction: float) -> tuple[Split, Split | None]:

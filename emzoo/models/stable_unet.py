@@ -241,7 +241,7 @@ def _stable(
                              **kwargs)
 
 
-@register_entry(params=1_940_817, trainable_params=1_940_817, gflops=6.03, **_2D,
+@register_entry(params=1_940_817, trainable_params=1_940_817, gflops=6.027214848, **_2D,
                 notes="[16..256], ELU, he_normal, dropout [0.1,0.1,0.2,0.2,0.3], transposed-conv up-sampling, "
                       "concat [up, skip], no BN.")
 def unet2d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, **kwargs: Any) -> keras.Model:
@@ -249,7 +249,7 @@ def unet2d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, **kwargs: A
     return _stable("unet2d_fb", 2, "unet", _WIDTHS_2D, _RATES_2D, input_shape, num_classes, kwargs)
 
 
-@register_entry(params=2_028_609, trainable_params=2_028_609, gflops=6.36, **_2D,
+@register_entry(params=2_028_609, trainable_params=2_028_609, gflops=6.36485632, **_2D,
                 notes="Full pre-activation residual blocks with an always-present 1x1 shortcut; concat [skip, up]; "
                       "dropout list applied top = last rate (BiaPy-TF's recursive indexing, kept).")
 def resunet2d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, **kwargs: Any) -> keras.Model:
@@ -257,7 +257,7 @@ def resunet2d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, **kwargs
     return _stable("resunet2d_fb", 2, "resunet", _WIDTHS_2D, _RATES_2D, input_shape, num_classes, kwargs)
 
 
-@register_entry(params=1_985_061, trainable_params=1_985_061, gflops=6.30, **_2D,
+@register_entry(params=1_985_061, trainable_params=1_985_061, gflops=6.299582464, **_2D,
                 notes="Attention gate on the up-sampled decoder tensor, block input [up, up*psi] (BiaPy-TF form); "
                       "gate_skip=True gives Oktay et al.'s [up, skip*psi] with the same params.")
 def attention_unet2d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, **kwargs: Any) -> keras.Model:
