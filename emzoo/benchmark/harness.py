@@ -114,9 +114,9 @@ def _cost(source: str) -> tuple[float, str]:
     return meta.gflops, "x".join(map(str, meta.flops_input))
 
 
-def _weights_digest(model: Any) -> str:
+def _weights_digest(models: Sequence[Any]) -> str:
     # Over the weight values, not the .h5 file: HDF5 files embed timestamps, values do not.
-    return array_sha256(*[np.asarray(w) for w in model.weights])
+    return array_sha256(*[np.asarray(w) for m in models for w in m.weights])
 
 
 def _device() -> str:
@@ -216,17 +216,22 @@ class _Runner:
             self.val_probs[spec.label] = self.predict(model, self.val_split.raw)
         row = self.score(self.test_probs[spec.label], self.dataset.test)
         gflops, flops_input = _cost(spec.source)
-        row.update(gflops=gflops, params=int(model.count_params()), flops_input=flops_input)
-        row["provenance"] = {**how, "weights_sha256": _weights_digest(model), "wall_s": time.perf_counter() - start}
+        models = getattr(model, "members", [model])  # a k-fold result is an Ensemble of fold models
+        row.update(gflops=gflops * len(models), params=int(sum(m.count_params() for m in models)),
+                   flops_input=flops_input)
+        row["provenance"] = {**how, "weights_sha256": _weights_digest(models), "wall_s": time.perf_counter() - start}
         return row
 
     def combine(self, labels: Sequence[str], probs: dict[str, np.ndarray], mode: str) -> np.ndarray:
-        stack = np.stack([probs[m] for m in labels])
+        """Average the members' foreground maps, or take EM-stellar's majority vote as a binary mask."""
+        from emzoo.inference import Ensemble
+
+        ensemble = Ensemble(list(labels), mode=mode, threshold=self.options["threshold"])
+        combined = ensemble.combine([probs[m][..., None] for m in labels])[..., 0]
         if mode == "majority":
-            votes = (stack >= self.options["threshold"]).sum(0)
-            # EM-stellar's majority vote: foreground where more than half of the members say so.
-            return (votes * 2 > len(labels)).astype(np.float32)
-        return stack.mean(0)
+            # combined is the fraction of members voting foreground; a tie counts as foreground (TRAINING.md 1.4).
+            return (combined >= 0.5).astype(np.float32)
+        return combined.astype(np.float32)
 
     def run_ensemble(self, spec: ModelSpec, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
         start = time.perf_counter()
@@ -252,8 +257,9 @@ class _Runner:
         costs = [rows[m] for m in members]
         row.update(gflops=float(sum(r["gflops"] for r in costs)), params=int(sum(r["params"] for r in costs)),
                    flops_input=costs[0].get("flops_input", ""))
+        rule = "majority vote at the threshold, a tie counts as foreground" if mode == "majority" else "mean"
         row["provenance"] = {"weights": f"{mode} of {', '.join(members)}", "members": list(members),
-                             "wall_s": time.perf_counter() - start}
+                             "combination": rule, "wall_s": time.perf_counter() - start}
         return row
 
 

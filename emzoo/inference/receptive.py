@@ -175,7 +175,9 @@ def _apply(op: Any, node: Any, inputs: list[list[_Axis]], strides: list[list[flo
             or ("Conv" in type(op).__name__ and hasattr(op, "kernel_size"))):
         return [_conv(x, op.kernel_size, op.strides, getattr(op, "dilation_rate", 1), op.padding)]
     if any("GlobalPool" in n or "GlobalAverage" in n or "GlobalMax" in n for n in names):
-        # Squeeze-excitation gates: image-wide channel statistics, treated as local (see the module notes).
+        if len(outputs[0].shape) != len(node.input_tensors[0].shape):
+            raise NotImplementedError(f"{op.name} pools globally (unbounded receptive field)")
+        # keepdims: a squeeze-excitation gate; its image-wide channel statistics are treated as local (module notes).
         return [x] * len(outputs)
     if any("Pool" in n for n in names) and hasattr(op, "pool_size"):
         strides = getattr(op, "strides", None) or op.pool_size

@@ -68,8 +68,8 @@ def test_combine_average_and_majority(dataset):
     np.testing.assert_allclose(runner.combine(["a", "b"], probs, "average"), [0.85, 0.45, 0.35, 0.4])
     # votes >= 0.5: a=[1,0,1,0], b=[1,1,0,0], c=[0,1,1,0] -> counts [2,2,2,0] of 3 -> majority [1,1,1,0]
     np.testing.assert_array_equal(runner.combine(["a", "b", "c"], probs, "majority"), [1, 1, 1, 0])
-    # a tie (1 of 2) is not a majority
-    np.testing.assert_array_equal(runner.combine(["a", "b"], probs, "majority"), [1, 0, 0, 0])
+    # a tie (1 of 2) counts as foreground (TRAINING.md 1.4)
+    np.testing.assert_array_equal(runner.combine(["a", "b"], probs, "majority"), [1, 1, 1, 0])
 
 
 def test_harness_end_to_end(dataset, presets, tmp_path):
@@ -113,3 +113,18 @@ def test_harness_end_to_end(dataset, presets, tmp_path):
 def test_unknown_sort_metric(dataset):
     with pytest.raises(ValueError, match="unknown sort metric"):
         benchmark(["unet"], dataset, sort="speed")
+
+
+def test_harness_finetune_and_kfold_rows(dataset):
+    """--finetune and --kfold rows: fine-tuned on train/, the k-fold row scores the fold-mean ensemble."""
+    options = {"batch_size": 2, "patch_size": 32}
+    board = benchmark(["unet2d_fb"], dataset, finetune=2, finetune_kwargs=options, progress=False)
+    row = board.iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["provenance"]["weights"] == "fine-tuned 2 steps"
+    assert row["params"] == 1_940_817
+    folds = benchmark(["unet2d_fb"], dataset, finetune=2, kfold=2, finetune_kwargs=options, progress=False)
+    row = folds.iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["provenance"]["weights"] == "fine-tuned 2 steps, 2-fold mean"
+    assert row["params"] == 2 * 1_940_817  # two fold models, both counted

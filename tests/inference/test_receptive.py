@@ -71,3 +71,14 @@ def test_unknown_layers():
         receptive_field(model)
     with pytest.raises(ValueError, match="method must be"):
         receptive_field(toys.tiny_unet(), method="guess")
+
+
+def test_squeeze_excite_gate_keeps_a_local_field():
+    """A keepdims global pool (SE gate) is treated as local, so SE nets get a finite margin and their divisor."""
+    import emzoo
+    from emzoo.inference.receptive import model_divisor
+
+    model = emzoo.build("se_unet2d_fb", input_shape=(None, None, 1))
+    assert model_divisor(model) == (16, 16)
+    margin = receptive_field(model)
+    assert margin == receptive_field(emzoo.build("unet2d_fb", input_shape=(None, None, 1)))
