@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint clean
+.PHONY: venv demo test test-slow test-all lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider --doctest-modules emzoo tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q -p no:cacheprovider
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules emzoo tests

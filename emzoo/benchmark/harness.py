@@ -350,6 +350,8 @@ def benchmark(
         "train_sha256": dataset.train.sha256 if dataset.train is not None else None,
         "threshold": threshold, "tile": tile, "halo": halo, "tta": tta, "seed": seed, "backend": _backend(),
         "device": _device(), "emzoo_version": _version(),
+        # emzoo.metrics' convention for ratios with a zero denominator (METRICS.md asks to record it).
+        "zero_division": "nan",
     }
     rows: dict[str, dict[str, Any]] = {}
     for index, spec in enumerate([*model_specs, *ensemble_specs], start=1):

@@ -107,6 +107,7 @@ def test_harness_end_to_end(dataset, presets, tmp_path):
     assert provenance[a]["data_sha256"] == dataset.test.sha256
     assert len(provenance[a]["weights_sha256"]) == 64
     assert provenance[a]["backend"] and provenance[a]["device"] and provenance[a]["wall_s"] > 0
+    assert provenance[a]["zero_division"] == "nan"
     assert provenance[f"avg:{a}+{b}"]["members"] == [a, b]
 
 
