@@ -84,3 +84,10 @@ def test_publish_push_pins_the_pushed_commit(hub_env, tiny_preset, monkeypatch):
     assert calls == ["org/whatever", (str(tiny_preset.path), "org/whatever", [".*"])]
     spec = resolve_weights("unet", "default")
     assert (spec.tag, spec.revision) == ("synthetic", "d" * 40)
+
+
+def test_info_shows_each_tag_with_its_pinned_repo(hub):
+    result = CliRunner().invoke(app, ["info", "unet"])
+    assert result.exit_code == 0, result.output
+    assert "tiny" in result.output
+    assert f"{REPO_ID}@{hub.commit[:12]}" in result.output
