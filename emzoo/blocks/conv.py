@@ -14,6 +14,17 @@ from emzoo.layers.tlu import TLU
 _ACTIVATIONS = ("relu", "tlu", "prelu", "elu", "sigmoid", "softmax", "linear")
 
 
+def output_activation(num_classes: int) -> str:
+    """The head activation every entry uses: one sigmoid channel for binary output, a softmax over more classes.
+
+    Examples
+    --------
+    >>> output_activation(1), output_activation(3)
+    ('sigmoid', 'softmax')
+    """
+    return "sigmoid" if num_classes == 1 else "softmax"
+
+
 def conv_layer_class(ndim: int, transpose: bool = False) -> type:
     """The Keras convolution class for ``ndim`` spatial dimensions (2 or 3)."""
     table = {

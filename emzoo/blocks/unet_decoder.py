@@ -10,7 +10,7 @@ from typing import Any
 
 import keras
 
-from emzoo.blocks.conv import apply_conv_norm_act
+from emzoo.blocks.conv import apply_conv_norm_act, output_activation
 
 __all__ = ["apply_upconv_decoder_level", "apply_two_channel_head"]
 
@@ -78,5 +78,5 @@ def apply_two_channel_head(
     """
     x = apply_conv_norm_act(x, 2, 3, kernel_initializer=kernel_initializer, name=f"{name}_conv")
     return keras.layers.Conv2D(
-        num_classes, 1, activation="sigmoid" if num_classes == 1 else "softmax", name=f"{name}_out"
+        num_classes, 1, activation=output_activation(num_classes), name=f"{name}_out"
     )(x)

@@ -51,7 +51,7 @@ from typing import Any
 
 import keras
 
-from emzoo.blocks import apply_conv_norm_act
+from emzoo.blocks import apply_conv_norm_act, output_activation
 from emzoo.layers.dilated_conv_transpose import BilinearUpsampling, DilatedConv2DTranspose
 from emzoo.registry import check_input_shape, register_entry
 
@@ -456,7 +456,7 @@ def build_cdeep3m(
         for scale, level in _HEAD_SCALES
     ]
     logits = keras.layers.Add(name="deconv_all_sum")(heads)
-    outputs = keras.layers.Activation("sigmoid" if num_classes == 1 else "softmax", name="prob")(logits)
+    outputs = keras.layers.Activation(output_activation(num_classes), name="prob")(logits)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import keras
 
-from emzoo.blocks import apply_activation
+from emzoo.blocks import apply_activation, output_activation
 from emzoo.layers.channel_pad import ChannelPad
 from emzoo.layers.zero_mean_conv import ZeroMeanConv3D
 from emzoo.registry import check_input_shape, register_entry
@@ -139,7 +139,7 @@ def build_highres3dnet(
         x = conv(x, extra_features, 1, 1, "conv_1")
         x = apply_activation(bn(x, "conv_1_bn"), activation, name="conv_1_act")
     x = bn(conv(x, num_classes, 1, 1, "conv_2"), "conv_2_bn")
-    outputs = keras.layers.Activation("sigmoid" if num_classes == 1 else "softmax", name="probs")(x)
+    outputs = keras.layers.Activation(output_activation(num_classes), name="probs")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -48,6 +48,7 @@ from typing import Any
 
 import keras
 
+from emzoo.blocks import output_activation
 from emzoo.registry import check_input_shape, register_entry
 
 __all__: list[str] = ["build_net2d3d", "net2d3d_output_window"]
@@ -196,7 +197,7 @@ def build_net2d3d(
         x = block(x, scale, f"dec{scale}")
 
     logit_act = "relu" if relu_logits else None
-    head = "sigmoid" if num_classes == 1 else "softmax"
+    head = output_activation(num_classes)
     logits_2d = keras.layers.Conv3D(num_classes, 1, activation=logit_act, name="pred2d_logits")(x)
     pred_2d = keras.layers.Activation(head, name="pred2d")(logits_2d)
     if not pyramid:

@@ -32,6 +32,7 @@ from typing import Any
 
 import keras
 
+from emzoo.blocks import output_activation
 from emzoo.registry import check_input_shape, register_entry
 
 __all__: list[str] = ["apply_bottleneck_block", "build_resnet50_unet"]
@@ -194,7 +195,7 @@ def build_resnet50_unet(
 
     x = keras.layers.UpSampling2D(2, name="head_up")(x)
     outputs = keras.layers.Conv2D(num_classes, 3, padding="same",
-                                  activation="sigmoid" if num_classes == 1 else "softmax", name="convLast")(x)
+                                  activation=output_activation(num_classes), name="convLast")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import keras
 
-from emzoo.blocks import apply_conv_norm_act
+from emzoo.blocks import apply_conv_norm_act, output_activation
 from emzoo.layers.max_pool_indices import MaxPoolingWithIndices2D, MaxUnpooling2D
 from emzoo.registry import check_input_shape, register_entry
 
@@ -118,7 +118,7 @@ def build_segnet(
         for i, filters in enumerate(widths, start=1):
             x = conv(x, filters, f"dec{level}_conv{i}")
     x = apply_conv_norm_act(x, num_classes, 1, activation=None, name="head_conv")
-    outputs = keras.layers.Activation("sigmoid" if num_classes == 1 else "softmax", name="head_act")(x)
+    outputs = keras.layers.Activation(output_activation(num_classes), name="head_act")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import keras
 
-from emzoo.blocks import apply_activation, apply_conv
+from emzoo.blocks import apply_activation, apply_conv, output_activation
 from emzoo.blocks.squeeze_excite import apply_squeeze_excite
 from emzoo.registry import check_input_shape, register_entry
 
@@ -202,7 +202,7 @@ def build_stable_unet(
             skip = _attention_gate(up, skip, widths[level], prefix, gate_skip)
         x = keras.layers.Concatenate(name=f"{prefix}_concat")([skip, up] if skip_first else [up, skip])
         x = block(x, level, prefix, se=variant == "se")
-    outputs = apply_conv(x, num_classes, 1, activation="sigmoid" if num_classes == 1 else "softmax",
+    outputs = apply_conv(x, num_classes, 1, activation=output_activation(num_classes),
                          name="head_out")
     return keras.Model(inputs, outputs, name=name)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import keras
 
-from emzoo.blocks import apply_activation, apply_conv_norm_act
+from emzoo.blocks import apply_activation, apply_conv_norm_act, output_activation
 from emzoo.registry import check_input_shape, register_entry
 
 __all__: list[str] = ["build_unet"]
@@ -94,7 +94,7 @@ def build_unet(
         x = conv(x, filters, 3, f"dec{level}_conv2")
     x = conv(x, 2, 3, "head_conv")
     outputs = keras.layers.Conv2D(
-        num_classes, 1, activation="sigmoid" if num_classes == 1 else "softmax", name="head_out"
+        num_classes, 1, activation=output_activation(num_classes), name="head_out"
     )(x)
     return keras.Model(inputs, outputs, name=name)
 

@@ -19,6 +19,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from emzoo.blocks import output_activation
+
 __all__ = ["replace_head", "freeze_encoder", "encoder_layers", "binary_to_multiclass"]
 
 _CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
@@ -43,10 +45,6 @@ def _consumers(model: keras.Model, layer: Any) -> int:
     return count
 
 
-def _head_activation(num_classes: int) -> str:
-    return "sigmoid" if num_classes == 1 else "softmax"
-
-
 def _swap_head(model: keras.Model, num_classes: int) -> keras.Model | None:
     """Graph surgery on single-output models ending in a conv (optionally followed by an activation layer)."""
     if len(model.outputs) != 1:
@@ -62,12 +60,12 @@ def _swap_head(model: keras.Model, num_classes: int) -> keras.Model | None:
     config = last.get_config()
     config["filters"] = num_classes
     if act_layer is None and config.get("activation") in ("sigmoid", "softmax"):
-        config["activation"] = _head_activation(num_classes)
+        config["activation"] = output_activation(num_classes)
     x = last.__class__.from_config(config)(_node_inputs(last)[0])
     if act_layer is not None:
         act_config = act_layer.get_config()
         if act_config.get("activation") in ("sigmoid", "softmax"):
-            act_config["activation"] = _head_activation(num_classes)
+            act_config["activation"] = output_activation(num_classes)
         x = act_layer.__class__.from_config(act_config)(x)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     return keras.Model(inputs, x, name=model.name)
