@@ -34,6 +34,7 @@ _API = {
     "finetune": "emzoo.training",
     "kfold": "emzoo.training",
     "benchmark": "emzoo.benchmark",
+    "train_zoo": "emzoo.zoo",
 }
 
 __all__ = [*sorted(_API), "__version__"]

@@ -145,17 +145,24 @@ def _cpu_name() -> str:
     return f"CPU: {model}, {os.cpu_count()} cores"
 
 
-def _holdout(train: Split, fraction: float) -> tuple[Split, Split | None]:
-    """Split off the last slices of a stack as validation (contiguous, so neighbouring slices never straddle)."""
-    if train.labels is None or train.raw.ndim < 3 or fraction <= 0:
+def _holdout(train: Split, fraction: float, gap: int = 1) -> tuple[Split, Split | None]:
+    """Split off the last slices of a stack as validation, with :func:`emzoo.training.folds.holdout_split`.
+
+    The same splitter as fine-tuning and K-fold: a contiguous validation slab at the end, ``gap`` slices before it
+    dropped so that no training slice neighbours a validation slice. No validation split (``None``) when there are
+    no labels, a single 2D image, ``fraction`` outside (0, 1), or too few slices to keep a training slice.
+    """
+    from emzoo.training.data import TrainingVolume
+    from emzoo.training.folds import holdout_split
+
+    if train.labels is None or train.raw.ndim < 3 or not 0 < fraction < 1:
         return train, None
     n = train.raw.shape[0]
-    n_val = max(1, int(round(n * fraction)))
-    if n - n_val < 1:
+    if n - max(1, int(round(n * fraction))) - gap < 1:
         return train, None
-    fit = Split(train.raw[: n - n_val], train.labels[: n - n_val], train.raw_path, train.labels_path)
-    val = Split(train.raw[n - n_val :], train.labels[n - n_val :], train.raw_path, train.labels_path)
-    return fit, val
+    (fit,), (val,), _ = holdout_split([TrainingVolume(train.raw, train.labels)], fraction, gap=gap)
+    return (Split(fit.raw, fit.labels, train.raw_path, train.labels_path),
+            Split(val.raw, val.labels, train.raw_path, train.labels_path))
 
 
 class _Runner:
@@ -280,6 +287,8 @@ def benchmark(
     out: str | Path | None = None,
     progress: bool = True,
     finetune_kwargs: dict[str, Any] | None = None,
+    predictions: dict[str, tuple[np.ndarray, str]] | None = None,
+    keep_probabilities: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Score zoo entries, presets and ensembles on a dataset and return the leaderboard.
 
@@ -309,6 +318,11 @@ def benchmark(
         Folder for ``leaderboard.csv/.json/.md``, ``heatmap.png``, ``ballchart.png`` and ``provenance.json``.
     progress : bool
         Show progress bars.
+    predictions : dict, optional
+        ``{label: (probabilities, provenance)}``: precomputed foreground probabilities of the test split (e.g. a
+        paper's published outputs), scored like the models as reference rows (no cost columns).
+    keep_probabilities : dict, optional
+        Filled with ``{row label: test-split foreground probabilities}`` of every scored model and ensemble.
 
     Returns
     -------
@@ -365,6 +379,20 @@ def benchmark(
             log(f"    failed: {row['error']}")
         row["provenance"] = {**common, **row.get("provenance", {})}
         rows[spec.label] = row
+    for label, (prob, origin) in (predictions or {}).items():
+        if label in rows:
+            raise ValueError(f"prediction row {label!r} has the name of a model row; rename it.")
+        prob = np.asarray(prob, np.float32)
+        if prob.shape != dataset.test.raw.shape:
+            raise ValueError(f"prediction {label!r} has shape {prob.shape} but the test split {dataset.test.raw.shape}.")
+        start = time.perf_counter()
+        row = runner.score(prob, dataset.test)
+        row.update(status="ok", error="", provenance={**common, "weights": "given prediction", "source": origin,
+                                                      "prediction_sha256": array_sha256(prob),
+                                                      "wall_s": time.perf_counter() - start})
+        rows[label] = row
+    if keep_probabilities is not None:
+        keep_probabilities.update(runner.test_probs)
     board = _to_frame(rows, sort)
     if out is not None:
         from emzoo.benchmark.report import write_outputs

@@ -69,7 +69,9 @@ def finetune_command(
     _model, history = finetune(name, data, val, test=test, val_fraction=val_fraction, seed=seed, out_dir=out,
                                **common)
     rate = history["samples_per_s"]
-    typer.echo(f"trained {history['steps']} steps in {history['elapsed_s']:.0f} s"
+    ran = history["steps"] - history["start_step"]
+    resumed = f" (resumed at step {history['start_step']} of {history['steps']})" if history["start_step"] else ""
+    typer.echo(f"trained {ran} steps{resumed} in {history['elapsed_s']:.0f} s"
                + (f" ({rate:.2f} samples/s)" if rate else ""))
     if history["val_metrics"]:
         typer.echo(f"validation F1 {_fmt(history['val_metrics'])} (best at step {history['best_step']})")

@@ -11,6 +11,7 @@ from emzoo.cli import finetune as finetune_cmd
 from emzoo.cli import hub as hub_cmd
 from emzoo.cli import models as models_cmd
 from emzoo.cli import predict as predict_cmd
+from emzoo.cli import zoo as zoo_cmd
 
 app = typer.Typer(
     name="emzoo",
@@ -27,6 +28,7 @@ app.command("publish")(hub_cmd.publish_command)
 app.command("benchmark")(benchmark_cmd.benchmark_command)
 app.command("demo")(benchmark_cmd.demo_command)
 app.command("finetune")(finetune_cmd.finetune_command)
+app.command("train-zoo")(zoo_cmd.train_zoo_command)
 
 
 def main() -> None:

@@ -20,6 +20,25 @@ def _gflops_512(r) -> str:
     return f"{r.gflops_at((512, 512)):.2f}"
 
 
+def _headline(metrics: dict) -> str:
+    values = (metrics or {}).get("values", {})
+    for key, label in (("f1", "F1"), ("vrand", "VRand")):
+        if key in values:
+            return f"{label} {values[key]:.3f}"
+    return ""
+
+
+def _weights_cell(entry: str, tags: tuple[str, ...]) -> str:
+    """``tag (F1 0.951)`` per published tag: its test score as recorded in the manifest."""
+    from emzoo.hub.manifest import resolve_weights
+
+    cells = []
+    for tag in tags:
+        score = _headline(resolve_weights(entry, tag).metrics)
+        cells.append(f"{tag} ({score})" if score else tag)
+    return ", ".join(cells) or "-"
+
+
 def list_command(
     pattern: str = typer.Argument(None, help="Shell-style filter, e.g. 'emnet*'."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -38,7 +57,7 @@ def list_command(
         table.add_column(col, justify=justify)
     for r in rows:
         table.add_row(r.name, r.dims, f"{r.params:,}", f"{r.gflops:.2f}", _shape(r.flops_input), _gflops_512(r),
-                      str(r.num_classes), ", ".join(r.weights) or "-", r.paper)
+                      str(r.num_classes), _weights_cell(r.name, r.weights), r.paper)
     Console(width=160).print(table)
 
 
@@ -74,6 +93,52 @@ def info_command(
         console.print(f"[bold]{key:>12}[/bold]  {value}")
     for tag in r.weights:
         spec = resolve_weights(r.name, tag)
-        console.print(f"[bold]{r.name + '.' + tag:>12}[/bold]  {spec.repo_id}@{spec.revision[:12]}  "
-                      f"trained on {json.dumps(spec.trained_on) if spec.trained_on else '?'}  "
-                      f"metrics {json.dumps(spec.metrics) if spec.metrics else '-'}")
+        where = f"{spec.repo_id}@{spec.revision[:12]}" if spec.revision else f"{spec.repo_id} (not on the Hub yet)"
+        if spec.bundled:
+            where += f"; bundled with emzoo (emzoo/weights/{spec.bundled})"
+        console.print(f"\n[bold]{r.name}.{tag}[/bold]  {where}")
+        for key, value in _tag_card(r.name, tag, spec):
+            console.print(f"[bold]{key:>16}[/bold]  {value}")
+
+
+def _fmt_metrics(values: dict) -> str:
+    keys = [k for k in ("f1", "jaccard", "vrand", "vinfo") if k in values]
+    return ", ".join(f"{k} {values[k]:.4f}" for k in keys)
+
+
+def _tag_card(entry: str, tag: str, spec) -> list[tuple[str, str]]:
+    """The lines of one tag's card: data, split, metrics vs the paper, training time and command, licence."""
+    from emzoo.hub.presets import read_preset_metadata
+
+    try:
+        meta = read_preset_metadata(f"{entry}.{tag}")
+    except (FileNotFoundError, OSError, ValueError) as exc:  # not fetched yet: say what the manifest knows
+        return [("trained on", json.dumps(spec.trained_on) or "?"), ("metrics", json.dumps(spec.metrics) or "-"),
+                ("card", f"not available offline ({str(exc).splitlines()[0]})")]
+    card = meta.get("zoo_card") or {}
+    metrics = meta.get("metrics") or {}
+    lines = [("description", meta.get("description") or "-")]
+    if metrics:
+        lines.append(("test split", metrics.get("test_split", "-")))
+        lines.append(("metrics", _fmt_metrics(metrics.get("values", {})) + " (no TTA)"))
+    for name, values in (meta.get("metrics_tta") or {}).items():
+        lines.append((f"with TTA {name}", _fmt_metrics(values)))
+    ref = meta.get("reference") or {}
+    if ref:
+        lines.append(("paper", (_fmt_metrics(ref) + "  " if _fmt_metrics(ref) else "") + f"[{ref.get('source', '')}]"))
+    curve = meta.get("learning_curve") or {}
+    if curve:
+        lines.append(("learning curve", ", ".join(f"step {s}: F1 {p['f1']:.4f}" for s, p in
+                                                  sorted(curve.items(), key=lambda kv: int(kv[0])))))
+    training = meta.get("training") or {}
+    if training:
+        lines.append(("training", f"{training.get('steps')} steps, {training.get('train_s', 0) / 60:.1f} min on "
+                                  f"{training.get('machine', '?')}, {training.get('policy')}"))
+        lines.append(("reproduce", training.get("command", "-")))
+    if card.get("finetune"):
+        lines.append(("recipe", json.dumps(card["finetune"])))
+    enc = meta.get("weights_encoding") or {}
+    if enc:
+        lines.append(("stored as", f"{enc.get('name')}: {enc.get('format')}"))
+    lines.append(("licence", meta.get("license") or "-"))
+    return lines

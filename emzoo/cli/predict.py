@@ -8,15 +8,49 @@ from pathlib import Path
 import typer
 
 
-def _ints(text: str | None, what: str) -> int | tuple[int, ...] | None:
+class _Usage(ValueError):
+    """A bad command-line value: reported as one line, exit code 2."""
+
+
+def _ints(text: str | None, what: str, minimum: int) -> int | tuple[int, ...] | None:
+    """``"256"`` / ``"16,256,256"`` / ``"16x256x256"`` as ints >= ``minimum`` (checked like the Python API)."""
+    from emzoo._validate import check_ints
+
     if text is None:
         return None
     try:
         values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
     except ValueError:
-        raise typer.BadParameter(f"{what} must be an int or comma-separated ints (e.g. 256 or 16,256,256), got "
-                                 f"{text!r}") from None
-    return values[0] if len(values) == 1 else values
+        raise _Usage(f"{what} must be an int or comma-separated ints (e.g. 256 or 16,256,256), got {text!r}") from None
+    if not values:
+        raise _Usage(f"{what} must be an int or comma-separated ints (e.g. 256 or 16,256,256), got {text!r}")
+    try:
+        return check_ints(values[0] if len(values) == 1 else values, what, minimum=minimum, allow_none=False)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
+
+
+def _number(text: str | None, what: str, kind: type) -> int | float | None:
+    from emzoo._validate import check_int, check_probability
+
+    if text is None:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        want = "an integer >= 1" if kind is int else "a number strictly between 0 and 1"
+        raise _Usage(f"{what} must be {want}, got {text!r}") from None
+    try:
+        return check_int(value, what, minimum=1) if kind is int else check_probability(value, what)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = " ".join(str(message).split())
+    known = (ValueError, KeyError, FileNotFoundError, FileExistsError, TypeError, RuntimeError, OSError)
+    return text if isinstance(exc, known) else f"{type(exc).__name__}: {text}"
 
 
 def _is_zarr(path: str) -> bool:
@@ -34,49 +68,79 @@ def predict_command(
     tta: str = typer.Option(None, "--tta", help="Test-time augmentation: flips, d4 or d4+z."),
     blend: str = typer.Option(None, "--blend", help="spline, linear or none (default: spline in memory, none "
                                                     "blockwise)."),
-    threshold: float = typer.Option(None, "--threshold", help="Write a uint8 mask (foreground >= threshold; "
-                                                              "arg-max labels for > 2 classes)."),
+    threshold: str = typer.Option(None, "--threshold", help="Write a uint8 mask (foreground >= threshold, "
+                                                            "0 < threshold < 1; arg-max labels for > 2 classes)."),
     foreground_only: bool = typer.Option(False, "--foreground", help="Write the foreground probability only."),
     block: str = typer.Option(None, "--block", help="Block (= output chunk) for .zarr output, e.g. 8,512,512."),
     scheduler: str = typer.Option(None, "--scheduler", help="dask.distributed scheduler address (.zarr output)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Windows per model call."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a .zarr output from another run."),
+    batch_size: str = typer.Option(None, "--batch-size", help="Windows per model call (an integer >= 1)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT (never the input)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Predict class probabilities (or a mask) and print a summary line: voxels, seconds, voxels/s.
 
     A .zarr OUTPUT is written block by block with dask (bounded memory, resumable: run the same command again after
-    an interruption); other outputs are predicted in memory and written atomically.
+    an interruption); other outputs are predicted in memory and written atomically. OUTPUT is never the input (nor
+    inside or around it), an existing OUTPUT is only replaced with --overwrite, and a prediction holding NaN is not
+    written. Every error is one line on stderr: exit code 2 for a bad option, 1 otherwise.
     """
+    try:
+        _predict(model, input, output, tile=tile, halo=halo, tta=tta, blend=blend, threshold=threshold,
+                 foreground_only=foreground_only, block=block, scheduler=scheduler, batch_size=batch_size,
+                 overwrite=overwrite, progress=progress)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # every failure is reported as one line, never a traceback
+        typer.echo(f"emzoo: error: {_one_line(exc)}", err=True)
+        raise typer.Exit(2 if isinstance(exc, (_Usage, typer.BadParameter)) else 1) from None
+
+
+def _predict(model: str, input: str, output: str, *, tile: str | None, halo: str | None, tta: str | None,
+             blend: str | None, threshold: str | None, foreground_only: bool, block: str | None,
+             scheduler: str | None, batch_size: str | None, overwrite: bool, progress: bool) -> None:
     import numpy as np
+
+    from emzoo.io.guard import check_output
+
+    # Every option is checked, and OUTPUT against INPUT, before anything is loaded, read or written.
+    cut = _number(threshold, "--threshold", float)
+    if cut is not None and foreground_only:
+        raise _Usage("--threshold writes a mask and --foreground a probability map; pick one.")
+    kwargs = dict(tile=_ints(tile, "--tile", 1), halo=_ints(halo, "--halo", 0), tta=tta,
+                  batch_size=_number(batch_size, "--batch-size", int), progress=progress)
+    blocks = _ints(block, "--block", 1)
+    zarr_out = _is_zarr(output)
+    if not zarr_out and (scheduler or block):
+        raise _Usage("--scheduler and --block apply to .zarr output (blockwise prediction).")
+    # A .zarr output from an interrupted run with the same arguments is resumed; predict_blockwise decides.
+    check_output(output, inputs=[input], overwrite=overwrite or zarr_out)
 
     from emzoo.inference import foreground, predict, predict_blockwise
     from emzoo.io import read, write
 
-    if threshold is not None and foreground_only:
-        raise typer.BadParameter("--threshold writes a mask and --foreground a probability map; pick one.")
     start = time.perf_counter()
-    kwargs = dict(tile=_ints(tile, "--tile"), halo=_ints(halo, "--halo"), tta=tta, batch_size=batch_size,
-                  progress=progress)
-    if _is_zarr(output):
-        mode = "mask" if threshold is not None else "foreground" if foreground_only else "probabilities"
-        result = predict_blockwise(model, input, output, block=_ints(block, "--block"), client=scheduler,
-                                   blend=blend or "none", output=mode, threshold=0.5 if threshold is None else threshold,
-                                   overwrite=overwrite, **kwargs)
+    if zarr_out:
+        mode = "mask" if cut is not None else "foreground" if foreground_only else "probabilities"
+        result = predict_blockwise(model, input, output, block=blocks, client=scheduler, blend=blend or "none",
+                                   output=mode, threshold=0.5 if cut is None else cut, overwrite=overwrite, **kwargs)
         shape = result.shape if mode != "probabilities" else result.shape[:-1]
     else:
-        if scheduler or block:
-            raise typer.BadParameter("--scheduler and --block apply to .zarr output (blockwise prediction).")
         volume = read(input)
         prob = predict(model, volume, blend=blend or "spline", **kwargs)
         shape = prob.shape[:-1]
-        if threshold is not None:
-            data = (np.argmax(prob, -1) if prob.shape[-1] > 2 else foreground(prob) >= threshold).astype(np.uint8)
+        bad = int(np.size(prob) - np.count_nonzero(np.isfinite(prob)))
+        if bad:
+            raise ValueError(f"the prediction holds {bad} NaN/Inf value(s); nothing was written to {output}. Check "
+                             "the model's weights and the input normalisation.")
+        spatial = "ZYX"[-len(shape):]
+        if cut is not None:
+            data = (np.argmax(prob, -1) if prob.shape[-1] > 2 else foreground(prob) >= cut).astype(np.uint8)
+            axes = spatial
         elif foreground_only:
-            data = foreground(prob)
+            data, axes = foreground(prob), spatial
         else:
-            data = prob
-        write(output, data, voxel_size=volume.voxel_size)
+            data, axes = prob, spatial + "C"
+        write(output, data, voxel_size=volume.voxel_size, axes=axes, overwrite=overwrite)
     seconds = time.perf_counter() - start
     voxels = int(np.prod(shape))
     typer.echo(f"emzoo predict: {voxels:,} voxels in {seconds:.1f} s ({voxels / max(seconds, 1e-9):,.0f} voxels/s) "

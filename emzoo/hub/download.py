@@ -183,7 +183,7 @@ def fetch_hub_file(repo_id: str, filename: str, *, revision: str, what: str, rel
 
 
 def fetch_file(release: WeightsSpec, filename: str) -> Path:
-    """Path of one verified file of ``release``: mirror, then HF cache, then download.
+    """Path of one verified file of ``release``: bundled in the package, mirror, then HF cache, then download.
 
     Raises
     ------
@@ -199,6 +199,15 @@ def fetch_file(release: WeightsSpec, filename: str) -> Path:
     check_filename(filename, where=release.name)
     expected = release.files[filename]
     what = f"{release.name}: {filename}"
+    if release.bundled:
+        from emzoo.hub.compact import bundled_dir
+
+        packaged = bundled_dir() / release.bundled / filename
+        if packaged.is_file():
+            return verify_file(packaged, expected, what=f"{what} (bundled with emzoo)")
+    if release.revision is None:
+        raise FileNotFoundError(f"{what} is not on the Hub yet and the bundled copy {release.bundled}/{filename} is "
+                                "missing from this installation; reinstall emzoo (pip install --force-reinstall).")
     mirrored = find_in_mirror(release.repo_id, filename)
     if mirrored is not None:
         return verify_file(mirrored, expected, what=f"{what} from the mirror (EMZOO_WEIGHTS_DIR)")

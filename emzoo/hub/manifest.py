@@ -73,24 +73,27 @@ class WeightsSpec:
         Registry entry and weights tag (``"unet"``, ``"cardiac_mito"``).
     repo_id : str
         Hugging Face Hub repo, ``"org/name"``.
-    revision : str
-        The 40-hex commit every file is fetched at (never a branch).
+    revision : str or None
+        The 40-hex commit every file is fetched at (never a branch); None while the preset is only bundled.
     files : dict of str to FileSpec
         Every file of the preset with its sha256 and size.
     trained_on, metrics : dict
         Training data (name, sha256) and measured metrics (test split, values), as in the manifest.
     license : str or None
         Licence of the weights.
+    bundled : str or None
+        ``entry/tag`` folder under ``emzoo/weights`` when the preset ships inside the package.
     """
 
     entry: str
     tag: str
     repo_id: str
-    revision: str
+    revision: str | None
     files: dict[str, FileSpec]
     trained_on: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str | None = None
+    bundled: str | None = None
 
     @property
     def name(self) -> str:
@@ -243,6 +246,14 @@ def validate_manifest(data: Any, *, source: str = "manifest") -> dict[str, Any]:
     schema = _schema()
     try:
         _validate(data, schema, schema, "manifest")
+        # Rules the schema subset cannot say: a weights file in every tag; no revision only for bundled presets.
+        for tag, record in data["tags"].items():
+            if not {"model.weights.h5", "model.weights.compact.h5"} & set(record["files"]):
+                raise ValueError(f"manifest.tags.{tag}.files: no weights file (model.weights.h5 or "
+                                 "model.weights.compact.h5)")
+            if record.get("revision") is None and not record.get("bundled"):
+                raise ValueError(f"manifest.tags.{tag}: revision is null but the preset is not bundled; give the "
+                                 "40-hex commit of the pushed Hub repo")
     except ValueError as exc:
         raise ValueError(f"{source} is not a valid weights manifest: {exc}") from None
     return data
@@ -301,6 +312,7 @@ def _spec(entry: str, tag: str, record: dict[str, Any]) -> WeightsSpec:
         trained_on=dict(record.get("trained_on", {})),
         metrics=dict(record.get("metrics", {})),
         license=record.get("license"),
+        bundled=record.get("bundled"),
     )
 
 
@@ -381,10 +393,9 @@ def tag_record(
     ``trained_on``, ``metrics`` and ``license`` are copied from the preset's ``emzoo.json`` when present.
     """
     files = file_record(directory)
-    for required in ("config.json", "model.weights.h5"):
-        if required not in files:
-            raise FileNotFoundError(f"{directory} has no {required}; it is not an emzoo preset (write one with "
-                                    "emzoo.save_preset()).")
+    if "config.json" not in files or not {"model.weights.h5", "model.weights.compact.h5"} & set(files):
+        raise FileNotFoundError(f"{directory} has no config.json and weights file; it is not an emzoo preset (write "
+                                "one with emzoo.save_preset()).")
     meta_path = Path(directory) / "emzoo.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     record: dict[str, Any] = {"repo_id": repo_id, "revision": revision}
@@ -403,7 +414,9 @@ def tag_record(
 def update_manifest(entry: str, tag: str, record: dict[str, Any], *, folder: str | os.PathLike[str] | None = None
                     ) -> Path:
     """Insert or replace ``tag`` in ``<folder>/<entry>.json`` (validated, written atomically); return the path."""
-    if record.get("revision") is None or not _HEX40.fullmatch(str(record["revision"])):
+    if record.get("revision") is None and record.get("bundled"):
+        pass  # shipped inside the package, not pushed yet: no revision exists to record
+    elif record.get("revision") is None or not _HEX40.fullmatch(str(record["revision"])):
         raise ValueError(f"revision {record.get('revision')!r} is not a 40-hex commit; pass --revision with the "
                          "commit of the pushed Hub repo (or use --push).")
     root = Path(folder) if folder is not None else manifest_dir()
@@ -412,6 +425,9 @@ def update_manifest(entry: str, tag: str, record: dict[str, Any], *, folder: str
     if record.get("default"):
         for other in data["tags"].values():
             other.pop("default", None)
+    old = data["tags"].get(tag, {})
+    if old.get("bundled") and "bundled" not in record and old.get("files") == record.get("files"):
+        record = {**record, "bundled": old["bundled"]}  # a push of the bundled files keeps their location
     data["tags"][tag] = record
     validate_manifest(data, source=str(path))
     root.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,8 @@ __all__ = ["save_preset", "load", "read_preset_metadata", "PRESET_FILES", "METAD
 
 FORMAT = "emzoo.preset/1"
 PRESET_FILES = ("config.json", "model.weights.h5", "emzoo.json", "README.md")
-_LOAD_FILES = ("config.json", "model.weights.h5", "emzoo.json")
+_LOAD_FILES = ("config.json", "model.weights.h5", "model.weights.compact.h5", "emzoo.json")
+_WEIGHT_FILES = ("model.weights.h5", "model.weights.compact.h5")
 
 #: Keywords :func:`save_preset` accepts as metadata (anything else goes in ``extra=``).
 METADATA_KEYS = (
@@ -375,6 +376,10 @@ def save_preset(
     try:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         model.save_weights(tmp / "model.weights.h5")
+        from emzoo.hub.manifest import sha256_file
+
+        # load() checks these, so a corrupted local copy gets the same clear error as a corrupted download.
+        meta["files"] = {n: sha256_file(tmp / n) for n in ("config.json", "model.weights.h5")}
         (tmp / "emzoo.json").write_text(json.dumps(meta, indent=2) + "\n")
         (tmp / "README.md").write_text(_model_card(meta, config))
         if target.exists():
@@ -420,15 +425,23 @@ def _hub_files(uri: str, entry: str | None) -> tuple[dict[str, Path], str]:
                   "(safe mode, no code runs).", stacklevel=3)
     files = {}
     for name in _LOAD_FILES:
+        if name == "model.weights.compact.h5" and "model.weights.h5" in files:
+            continue
+        # Only config.json is required up front; of the two weight files one must exist (checked below).
         path = find_in_mirror(repo_id, name) or fetch_hub_file(
-            repo_id, name, revision=revision or "main", what=f"{uri}: {name}", optional=name == "emzoo.json")
+            repo_id, name, revision=revision or "main", what=f"{uri}: {name}", optional=name != "config.json")
         if path is not None:
             files[name] = path
+    if not any(n in files for n in _WEIGHT_FILES):
+        raise FileNotFoundError(f"{uri} holds no model.weights.h5 (or model.weights.compact.h5); it is not an emzoo "
+                                "preset.")
     return files, uri
 
 
 def _local_files(directory: Path) -> dict[str, Path]:
-    missing = [n for n in ("config.json", "model.weights.h5") if not (directory / n).is_file()]
+    missing = [n for n in ("config.json",) if not (directory / n).is_file()]
+    if not any((directory / n).is_file() for n in _WEIGHT_FILES):
+        missing.append("model.weights.h5")
     if missing:
         raise FileNotFoundError(f"{directory} is not an emzoo preset folder (no {', '.join(missing)}); write one "
                                 "with emzoo.save_preset().")
@@ -461,6 +474,16 @@ def _mismatch_message(exc: Exception, *, label: str, entry: str, kwargs: dict[st
             "pass weights=None for random initial weights.")
 
 
+def _check_recorded_hashes(files: dict[str, Path], meta: dict[str, Any], label: str) -> None:
+    """A preset whose ``emzoo.json`` records its files' sha256 must match them (a corrupted copy is refused)."""
+    from emzoo.hub.manifest import sha256_file
+
+    for name, expected in (meta.get("files") or {}).items():
+        if name in files and sha256_file(files[name]) != expected:
+            raise ValueError(f"{label}: {name} does not match the sha256 recorded in its emzoo.json (the file is "
+                             "corrupted or was changed); restore the preset from its source or write it again.")
+
+
 def _from_files(files: dict[str, Path], *, label: str, entry: str | None, overrides: dict[str, Any],
                 compile: bool) -> Any:
     from emzoo.registry import build, get_entry
@@ -476,16 +499,27 @@ def _from_files(files: dict[str, Path], *, label: str, entry: str | None, overri
         raise ValueError(f"{label} holds weights for entry {preset_entry!r}, not {entry!r}; load it as "
                          f"emzoo.load({preset_entry!r}, weights=...) or pick weights published for {entry!r}.")
     kwargs = {**_tuples(config["build_kwargs"]), **overrides}
+    meta = json.loads(Path(files["emzoo.json"]).read_text()) if "emzoo.json" in files else {}
+    _check_recorded_hashes(files, meta, label)
     model = build(preset_entry, **kwargs)
+    decoded_dir = None
     try:
+        weights_file = files.get("model.weights.h5")
+        if weights_file is None:
+            from emzoo.hub.compact import decode_weights
+
+            decoded_dir = Path(tempfile.mkdtemp(prefix="emzoo_decoded_"))
+            weights_file = decode_weights(files["model.weights.compact.h5"], decoded_dir / "model.weights.h5")
         with warnings.catch_warnings():
             # A failed load warns once per variable before raising; the error below says it in one line.
             warnings.simplefilter("ignore")
-            model.load_weights(files["model.weights.h5"])
+            model.load_weights(weights_file)
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(_mismatch_message(exc, label=label, entry=preset_entry, kwargs=kwargs, overrides=overrides)
                          ) from None
-    meta = json.loads(Path(files["emzoo.json"]).read_text()) if "emzoo.json" in files else {}
+    finally:
+        if decoded_dir is not None:
+            shutil.rmtree(decoded_dir, ignore_errors=True)
     # object.__setattr__ keeps Keras from tracking the dict (it would wrap it and walk it when saving).
     object.__setattr__(model, "emzoo_metadata", meta)
     return model

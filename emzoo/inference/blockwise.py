@@ -27,12 +27,19 @@ from typing import Any
 import numpy as np
 
 from emzoo.inference.ensemble import Ensemble, _Accumulator
-from emzoo.inference.predict import _spec, data_layout, default_batch_size, foreground, make_runner
+from emzoo.inference.predict import (
+    _spec,
+    check_tiling_args,
+    data_layout,
+    default_batch_size,
+    foreground,
+    make_runner,
+)
 from emzoo.inference.progress import progress_bar
 from emzoo.inference.runner import ModelRunner
 from emzoo.inference.tiling import Source, TilePlan, make_plan, predict_region
 from emzoo.inference.tta import tta_transforms
-from emzoo.io.atomic import atomic_file
+from emzoo.io.atomic import atomic_file, temp_sibling
 from emzoo.io.normalize import resolve_normalization
 
 __all__ = ["predict_blockwise", "PROGRESS_DIR"]
@@ -210,6 +217,10 @@ def _run_block(ref: _ModelRef, src: _SourceRef, dst: str, jobs: list[_Job], regi
 
     result = _predict_block(ref, src, jobs, region, output, threshold, dtype)
     spatial = region if jobs[0].has_z else region[1:]
+    if np.issubdtype(result.dtype, np.floating) and not np.isfinite(result).all():
+        bad = int((~np.isfinite(result)).sum())
+        raise ValueError(f"the model predicted {bad} NaN/Inf value(s) in the block at {[lo for lo, _ in spatial]}; "
+                         "nothing was written for it. Check the model's weights and the input normalisation.")
     target = zarr.open_array(dst, mode="r+")
     target[tuple(slice(lo, hi) for lo, hi in spatial)] = result
     with atomic_file(Path(dst) / PROGRESS_DIR / _marker(index)) as tmp:
@@ -238,28 +249,42 @@ def _triple(value: int | tuple[int, ...], spatial: int, what: str) -> tuple[int,
 
 
 def _open_dst(dst: str, *, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str, run: dict[str, Any],
-              overwrite: bool) -> set[str]:
-    """Create the output store (or reopen it to resume); returns the completion records already present."""
+              overwrite: bool) -> tuple[set[str], Path | None]:
+    """Create the output store (or reopen it to resume); returns the completion records already present and, when
+    an old ``dst`` is being replaced, the hidden folder it was moved into (deleted once the new run completes,
+    moved back if it fails)."""
     import zarr
 
     path = Path(dst)
     progress = path / PROGRESS_DIR
     record = progress / "run.json"
-    if path.exists():
+    aside = None
+    if os.path.lexists(path):
         same = record.is_file() and json.loads(record.read_text()) == run
         if same:
-            return {p.name for p in progress.iterdir() if p.suffix == ".done"}
+            return {p.name for p in progress.iterdir() if p.suffix == ".done"}, None
         if not overwrite:
             why = "a run with different arguments" if record.is_file() else "data not written by predict_blockwise"
             raise FileExistsError(f"{dst} already exists and holds {why}; pass overwrite=True to replace it, or "
                                   "choose another output path.")
-        shutil.rmtree(path)
+        aside = temp_sibling(path, "old", folder=True)
+        os.replace(path, aside / path.name)
     zarr.create_array(str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
                       attributes={"emzoo": {k: run[k] for k in ("source", "output", "tta", "blend", "halo")}})
     progress.mkdir()
     with atomic_file(record) as tmp:
         tmp.write_text(json.dumps(run, indent=1))
-    return set()
+    return set(), aside
+
+
+def _settle(dst: Path, aside: Path | None, ok: bool) -> None:
+    """After a replacing run: drop the old store (success) or put it back in place of the partial new one."""
+    if aside is None:
+        return
+    if not ok:
+        shutil.rmtree(dst, ignore_errors=True)
+        os.replace(aside / dst.name, dst)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _default_block(runner: ModelRunner, shape3: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -316,7 +341,7 @@ def predict_blockwise(
         As for :func:`~emzoo.inference.predict`; the default is ``"none"`` here because blending makes each
         block also predict the windows of its neighbours that overlap it.
     batch_size : int, optional
-        Windows per model call.
+        Windows per model call (at least 1).
     normalization : "auto", dict, str or None
         As for :func:`~emzoo.inference.predict`; per-image statistics are computed over the whole volume first
         (min/max in one chunked pass, percentiles from a strided sample).
@@ -324,7 +349,7 @@ def predict_blockwise(
         What to store: all class probabilities, the foreground probability (1-channel or 2-class models), or a
         uint8 mask (foreground >= ``threshold``; the arg-max label for more than two classes).
     threshold : float
-        For ``output="mask"``.
+        For ``output="mask"``; strictly between 0 and 1.
     dtype : str, optional
         Output dtype (default float32; uint8 for masks).
     chunks : tuple of int, optional
@@ -332,8 +357,10 @@ def predict_blockwise(
     num_workers : int, optional
         Threads of the threaded scheduler.
     overwrite : bool
-        Replace an existing ``dst`` that was written with other arguments (or not by this function). A ``dst``
-        from an interrupted run with the *same* arguments is always resumed.
+        Replace an existing ``dst`` that was written with other arguments (or not by this function); the old one
+        is moved aside and only deleted when the new run completes (put back if it fails). A ``dst`` from an
+        interrupted run with the *same* arguments is always resumed. ``dst`` is never the source, inside it or
+        around it (refused before anything is read).
     progress : bool
         Show a progress bar over blocks.
 
@@ -347,7 +374,9 @@ def predict_blockwise(
     FileExistsError
         ``dst`` exists from another run and ``overwrite`` is False.
     ValueError
-        Bad options, a block that is not a multiple of ``chunks``, or NaN/Inf met in a block.
+        Bad options (``batch_size`` < 1, negative ``halo``, non-integer ``tile``/``block``, ``threshold`` outside
+        (0, 1), ...), a block that is not a multiple of ``chunks``, NaN/Inf met in a block, or a ``dst`` that is
+        (or lies inside, or holds) the source.
 
     Examples
     --------
@@ -355,11 +384,22 @@ def predict_blockwise(
     >>> emzoo.predict_blockwise("cdeep3m_1fm.mito", "fibsem.zarr", "mito.zarr", block=(16, 1024, 1024),
     ...                         output="foreground")  # doctest: +SKIP
     """
-    import dask
     import zarr
+
+    from emzoo._validate import check_int, check_ints, check_probability
+    from emzoo.io.guard import check_output
 
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+    tile, halo, batch_size = check_tiling_args(tile=tile, halo=halo, batch_size=batch_size)
+    block = check_ints(block, "block", minimum=1, allow_none=False)
+    chunks = check_ints(chunks, "chunks", minimum=1, allow_none=False)
+    threshold = check_probability(threshold, "threshold")
+    if num_workers is not None:
+        num_workers = check_int(num_workers, "num_workers", minimum=1)
+    # Before anything is read: dst must not be (or lie inside, or hold) the source. Replacing an existing dst is
+    # decided by _open_dst (resume a run with the same arguments, else only with overwrite=True).
+    check_output(dst, inputs=[src], overwrite=True, what="dst")
     ref = _ModelRef(model)
     runners = ref.runners()
     src_ref = _SourceRef(src)
@@ -415,8 +455,8 @@ def predict_blockwise(
         "threshold": threshold, "dtype": out_dtype, "chunks": list(full_chunks),
         "normalization": [j.spec for j in jobs],
     }, default=str))
-    done = _open_dst(os.fspath(dst), shape=out_shape, chunks=full_chunks, dtype=out_dtype, run=run,
-                     overwrite=overwrite)
+    done, aside = _open_dst(os.fspath(dst), shape=out_shape, chunks=full_chunks, dtype=out_dtype, run=run,
+                            overwrite=overwrite)
     counts = [-(-s // b) for s, b in zip(shape3, block3, strict=True)]
     pending = []
     for index in itertools.product(*(range(c) for c in counts)):
@@ -427,6 +467,22 @@ def predict_blockwise(
         pending.append((key, region))
     total = int(np.prod(counts))
     dst_path = os.fspath(dst)
+    try:
+        _run_pending(pending, total, ref, src_ref, dst_path, jobs, runners, output, threshold, out_dtype, client,
+                     num_workers, progress)
+    except BaseException:
+        _settle(Path(dst_path), aside, ok=False)
+        raise
+    _settle(Path(dst_path), aside, ok=True)
+    return zarr.open_array(dst_path, mode="r")
+
+
+def _run_pending(pending: list[Any], total: int, ref: _ModelRef, src_ref: _SourceRef, dst_path: str,
+                 jobs: list[_Job], runners: list[ModelRunner], output: str, threshold: float, out_dtype: str,
+                 client: Any, num_workers: int | None, progress: bool) -> None:
+    """Predict and write the blocks not yet done, on the threaded scheduler or a distributed client."""
+    import dask
+
     if pending:
         ref_key = dask.delayed(_identity, pure=True)(ref, dask_key_name="emzoo-model")
         src_key = dask.delayed(_identity, pure=True)(src_ref, dask_key_name="emzoo-source")
@@ -442,7 +498,6 @@ def predict_blockwise(
                 _compute_threaded(tasks, advance, num_workers)
             else:
                 _compute_distributed(tasks, advance, client)
-    return zarr.open_array(dst_path, mode="r")
 
 
 def _compute_threaded(tasks: list[Any], advance: Any, num_workers: int | None) -> None:

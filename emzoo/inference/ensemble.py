@@ -4,10 +4,13 @@ The modes follow the sources (``TRAINING.md`` §1.4, §5.5):
 
 - ``"average"``: the per-voxel mean of the members' probability maps (EM-stellar's average voting, CDeep3M's
   1fm + 3fm + 5fm mean, kept in float);
-- ``"majority"``: each member's map is binarised (foreground probability ``>= threshold`` for 1-channel sigmoid and
-  2-class softmax members, arg-max for more classes) and the result is the fraction of members voting for each
-  class. Thresholding that fraction at 0.5 *inclusive* gives the majority mask, with ties (an even number of
-  members split in half) counted as foreground, the rule ``TRAINING.md`` §1.4 proposes;
+- ``"majority"``: each member's map is binarised with emzoo's one rule, :func:`emzoo.metrics.binarize`
+  (foreground probability ``> threshold``, strict, as in every metric; 1-channel sigmoid and 2-class softmax
+  members), or by arg-max for more classes, and the result is the fraction of members voting for each class.
+  Two thresholds, two rules, both fixed: a member's *probability* equal to ``threshold`` is background (strict
+  ``>``); the *vote fraction* is thresholded at 0.5 *inclusive* (:meth:`Ensemble.majority_mask`), so a tie (an even
+  number of members split in half) counts as foreground, the rule ``TRAINING.md`` §1.4 proposes. Do not pass the
+  vote fraction through ``binarize(fraction, 0.5)``: that would count ties as background;
 - ``"topk"``: Guay et al.'s ensembles: rank the members by a score (e.g. validation MIoU), average the top ``k``.
 
 Members with one sigmoid channel and members with a 2-class softmax may be mixed: the 1-channel maps are expanded
@@ -49,7 +52,8 @@ class Ensemble:
     k : int, optional
         Members kept by ``"topk"``.
     threshold : float
-        Binarisation threshold of ``"majority"`` for 1-channel and 2-class members.
+        Binarisation threshold of ``"majority"`` for 1-channel and 2-class members: a member votes foreground
+        where its probability is ``> threshold`` (:func:`emzoo.metrics.binarize`).
     scores : sequence of float, optional
         One score per member (higher is better) for ``"topk"``.
 
@@ -98,15 +102,32 @@ class Ensemble:
         return sorted(order[: self.k])
 
     def votes(self, prob: np.ndarray) -> np.ndarray:
-        """One member's binarised map as one-hot class votes (same shape as ``prob``)."""
+        """One member's binarised map as one-hot class votes (same shape as ``prob``).
+
+        1-channel and 2-class members vote foreground where ``binarize(p_foreground, threshold)``, i.e.
+        ``p > threshold`` (a probability equal to the threshold votes background); more classes vote by arg-max.
+        """
+        from emzoo.metrics import binarize
+
         classes = prob.shape[-1]
         if classes == 1:
-            return (prob >= self.threshold).astype(np.float32)
+            return binarize(prob, self.threshold).astype(np.float32)
         if classes == 2:
-            fg = (prob[..., 1:2] >= self.threshold).astype(np.float32)
+            fg = binarize(prob[..., 1:2], self.threshold).astype(np.float32)
             return np.concatenate([1.0 - fg, fg], axis=-1)
         winner = np.argmax(prob, axis=-1)
         return (winner[..., None] == np.arange(classes)).astype(np.float32)
+
+    @staticmethod
+    def majority_mask(fraction: np.ndarray) -> np.ndarray:
+        """The majority mask of ``"majority"`` vote fractions: ``fraction >= 0.5``, so a tie counts as foreground.
+
+        Examples
+        --------
+        >>> Ensemble.majority_mask(np.array([0.0, 0.5, 1.0])).tolist()
+        [False, True, True]
+        """
+        return np.asarray(fraction) >= 0.5
 
     def combine(self, probs: Sequence[np.ndarray]) -> np.ndarray:
         """Combine the members' probability maps (already predicted, in member order, selected members only).

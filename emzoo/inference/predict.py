@@ -17,7 +17,7 @@ from emzoo.inference.tta import tta_transforms
 from emzoo.io.normalize import resolve_normalization
 from emzoo.io.volume import Volume, check_array
 
-__all__ = ["predict", "foreground", "resolve_model", "make_runner", "data_layout"]
+__all__ = ["predict", "foreground", "resolve_model", "make_runner", "data_layout", "check_tiling_args"]
 
 # Voxels of input per predict batch when batch_size is not given (4 tiles of 512², 4 of 64³).
 _BATCH_VOXELS = 1 << 20
@@ -132,6 +132,20 @@ def _check_tta_shape(plan: Any, runner: ModelRunner, transforms: Sequence[Any]) 
                              "tta='flips' or a model with a free/square input.")
 
 
+def check_tiling_args(*, tile: Any, halo: Any, batch_size: Any,
+                      names: dict[str, str] | None = None) -> tuple[Any, ...]:
+    """Validate ``tile`` (ints > 0), ``halo`` (ints >= 0) and ``batch_size`` (int >= 1), each optional; returns them
+    as ints. ``names`` renames the arguments in messages (``{"batch_size": "--batch-size"}`` for the CLI)."""
+    from emzoo._validate import check_int, check_ints
+
+    names = names or {}
+    tile = check_ints(tile, names.get("tile", "tile"), minimum=1)
+    halo = check_ints(halo, names.get("halo", "halo"), minimum=0)
+    if batch_size is not None:
+        batch_size = check_int(batch_size, names.get("batch_size", "batch_size"), minimum=1)
+    return tile, halo, batch_size
+
+
 def default_batch_size(plan: Any) -> int:
     """Windows per model call: about 2**20 input voxels (at least 1, at most 64)."""
     return int(max(1, min(64, _BATCH_VOXELS // max(1, math.prod(plan.n_in)))))
@@ -205,7 +219,7 @@ def predict(
         Test-time augmentation (:mod:`~emzoo.inference.tta`): 4/8 flips, the 8 in-plane D4 transforms, or D4 times
         the z reversal (16, 3D and multi-frame nets).
     batch_size : int, optional
-        Windows per model call (default about 2**20 input voxels per call).
+        Windows per model call, at least 1 (default about 2**20 input voxels per call).
     normalization : "auto", dict, str or None
         ``"auto"``: the preset's recorded spec (``model.emzoo_metadata["normalization"]``), none for a plain
         model. Per-image statistics are taken over the whole ``array``.
@@ -233,6 +247,7 @@ def predict(
     >>> emzoo.predict(model, np.zeros((100, 70), "float32"), progress=False).shape
     (100, 70, 1)
     """
+    tile, halo, batch_size = check_tiling_args(tile=tile, halo=halo, batch_size=batch_size)
     data, axes = (array.data, array.axes) if isinstance(array, Volume) else (array, None)
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
         data = np.asarray(data)

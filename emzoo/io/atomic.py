@@ -5,11 +5,30 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_file", "atomic_dir"]
+__all__ = ["atomic_file", "atomic_dir", "temp_sibling"]
+
+
+def temp_sibling(target: Path, tag: str = "tmp", *, folder: bool = False) -> Path:
+    """Create an empty hidden file (or folder) next to ``target`` and return its path.
+
+    Unlike :func:`tempfile.mkstemp` (mode 0o600) and :func:`tempfile.mkdtemp` (0o700), it is created with mode
+    0o666 / 0o777 minus the umask, so the file renamed into place has the permissions of any file the user writes.
+    """
+    for _ in range(100):
+        candidate = target.parent / f".{target.name}.{tag}-{uuid.uuid4().hex[:12]}{'' if folder else target.suffix}"
+        try:
+            if folder:
+                os.mkdir(candidate, 0o777)
+            else:
+                os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"could not create a temporary {'folder' if folder else 'file'} next to {target}")
 
 
 @contextlib.contextmanager
@@ -23,9 +42,7 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.tmp-", suffix=target.suffix)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = temp_sibling(target)
     try:
         yield tmp
         os.replace(tmp, target)
@@ -44,11 +61,11 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    tmp = temp_sibling(target, folder=True)
     try:
         yield tmp
         if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            old = temp_sibling(target, "old", folder=True)
             os.replace(target, old / target.name)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)

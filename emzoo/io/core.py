@@ -148,8 +148,12 @@ def write(
     axes: str | None = None,
     compression: str | None = None,
     zarr_format: int = 3,
+    overwrite: bool = False,
 ) -> Path:
     """Write an array atomically: a reader sees the old file or the complete new one, never a partial one.
+
+    An existing file (or an existing ``:dataset`` / store member) is only replaced with ``overwrite=True``; a
+    :class:`Volume` is never written over (or into, or around) the file it was read from.
 
     Parameters
     ----------
@@ -168,11 +172,22 @@ def write(
         TIFF/HDF5 compression (e.g. ``"zlib"`` / ``"gzip"``).
     zarr_format : {2, 3}
         Zarr format version for new stores.
+    overwrite : bool
+        Replace an existing ``path`` (for ``file.h5:/ds`` and ``vol.zarr/member``: an existing member; other
+        members are always kept). The old file stays intact if the write fails.
 
     Returns
     -------
     Path
         The written path (without the ``:dataset`` suffix).
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False (nothing is written).
+    ValueError
+        If ``array`` is a :class:`Volume` read from ``path`` (or from a file inside it or around it), for an
+        unknown extension, or an array the format cannot hold.
 
     Examples
     --------
@@ -180,6 +195,9 @@ def write(
     >>> emzoo.write(tmp / "labels.h5:/seg", np.zeros((4, 4), "uint8"))  # doctest: +SKIP
     PosixPath('.../labels.h5')
     """
+    from emzoo.io.guard import check_output
+
+    check_output(path, inputs=[array] if isinstance(array, Volume) else [], overwrite=overwrite)
     if isinstance(array, Volume):
         voxel_size = voxel_size if voxel_size is not None else array.voxel_size
         axes = axes or array.axes
@@ -210,12 +228,12 @@ def write(
     elif suffix == "":
         from emzoo.io.slices import write_slices
 
-        write_slices(file, array)
+        write_slices(file, array, axes=axes)
     else:
         from emzoo.io.mrc import MRC_SUFFIXES, write_mrc
 
         if suffix not in MRC_SUFFIXES:
             raise ValueError(f"unknown output type {suffix!r} for {path}; write .tif, .h5, .zarr, .ome.zarr, .mrc, "
                              ".npy or a folder (no extension) of TIFF slices.")
-        write_mrc(file, array, voxel_size=voxel_size)
+        write_mrc(file, array, voxel_size=voxel_size, axes=axes)
     return Path(file)

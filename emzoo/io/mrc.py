@@ -50,13 +50,18 @@ def read_mrc(path: str, *, lazy: bool | None = None) -> Volume:
     return Volume(data=data, voxel_size=voxel, axes=axes, source=path)
 
 
-def write_mrc(path: str | os.PathLike[str], array: Any, *, voxel_size: tuple[float, ...] | None = None) -> None:
+def write_mrc(path: str | os.PathLike[str], array: Any, *, voxel_size: tuple[float, ...] | None = None,
+              axes: str | None = None) -> None:
     """Write a 2D/3D array as MRC (voxel size given in nm, stored in Å). MRC holds int8, int16, uint16, float16,
-    float32 (uint8 is stored as uint16 by mrcfile)."""
+    float32 (uint8 is stored as uint16 by mrcfile). ``axes`` with a channel (``"YXC"``) is refused: MRC would store
+    the channels as the x axis."""
     import mrcfile
 
     from emzoo.io.volume import is_lazy
 
+    if axes is not None and "C" in axes.upper():
+        raise ValueError(f"MRC output holds no channel axis, got axes {axes!r} (shape {tuple(array.shape)}); write "
+                         "one channel (e.g. emzoo predict --foreground or --threshold) or use .tif, .h5, .zarr.")
     data = np.asarray(array.compute() if is_lazy(array) else array)
     if data.ndim not in (2, 3):
         raise ValueError(f"MRC output needs a (Y, X) or (Z, Y, X) array, got shape {data.shape}.")

@@ -102,12 +102,19 @@ def read_slices(folder: str, *, lazy: bool | None = None) -> Volume:
     return Volume(data=data, voxel_size=None, axes=axes, source=folder)
 
 
-def write_slices(folder: str | os.PathLike[str], array: Any, *, suffix: str = ".tif", prefix: str = "slice_") -> None:
-    """Write each z slice of ``array`` as ``<prefix><z>.<suffix>`` into a new folder (renamed into place at the end)."""
+def write_slices(folder: str | os.PathLike[str], array: Any, *, suffix: str = ".tif", prefix: str = "slice_",
+                 axes: str | None = None) -> None:
+    """Write each z slice of ``array`` as ``<prefix><z>.<suffix>`` into a new folder (renamed into place at the end).
+
+    ``axes`` (``"ZYX"``, ``"ZYXC"``), when given, must start with Z: a ``(Y, X, C)`` image is no stack of slices.
+    """
     import tifffile
 
     from emzoo.io.volume import is_lazy
 
+    if axes is not None and not axes.upper().startswith("Z"):
+        raise ValueError(f"a slice folder needs a z axis, got axes {axes!r} (shape {tuple(array.shape)}); write a "
+                         "single image as .tif instead.")
     if len(array.shape) not in (3, 4):
         raise ValueError(f"a slice folder needs a (Z, Y, X) or (Z, Y, X, C) array, got shape {tuple(array.shape)}.")
     if suffix not in SLICE_SUFFIXES:

@@ -67,7 +67,12 @@ def _voxel_size(tif: Any, axes: str) -> tuple[float, ...] | None:
     if "Z" not in axes:
         return yx
     spacing = meta.get("spacing")
-    return (float(spacing) * scale, *yx) if spacing else None
+    if spacing:
+        return (float(spacing) * scale, *yx)
+    shaped = tif.shaped_metadata[0] if not meta and tif.is_shaped and tif.shaped_metadata else {}
+    z_scale = UNIT_NM.get(str(shaped.get("unit", "")))
+    # emzoo's shaped TIFFs (channels, non-ImageJ dtypes) keep the z spacing and its unit in the description.
+    return (float(shaped["spacing"]) * z_scale, *yx) if shaped.get("spacing") and z_scale else None
 
 
 def read_tiff(path: str, *, lazy: bool | None = None) -> Volume:
@@ -114,27 +119,56 @@ def _pages(array: Any) -> Iterator[np.ndarray]:
         yield np.asarray(page.compute() if is_lazy(page) else page)
 
 
+_TIFF_AXES = ("YX", "ZYX", "YXC", "ZYXC")
+
+
+def _default_axes(shape: tuple[int, ...]) -> str:
+    """Axis letters for a rank: a trailing axis of 1 is a channel (a ``(Y, X, 1)`` map is no stack of 1-px-wide
+    images)."""
+    if len(shape) == 3 and shape[-1] == 1:
+        return "YXC"
+    return {2: "YX", 3: "ZYX", 4: "ZYXC"}.get(len(shape), "")
+
+
 def write_tiff(path: str | os.PathLike[str], array: Any, *, voxel_size: tuple[float, ...] | None = None,
                axes: str | None = None, compression: str | None = None) -> None:
-    """Write ``array`` (YX, ZYX, YXC or ZYXC) as a TIFF, one page per z slice, with ImageJ metadata in nm."""
+    """Write ``array`` (YX, ZYX, YXC or ZYXC) as a TIFF, one page per z slice, that reads back with its shape.
+
+    ``YX``/``ZYX`` uint8, uint16 and float32 data is an ImageJ hyperstack (voxel size in nm as ImageJ spacing and
+    resolution); everything else (channels, other dtypes) is a tifffile "shaped" TIFF: channels as contiguous
+    samples of each page, the shape and axes in the image description, the x/y voxel size as resolution in pixels
+    per centimetre and the z spacing (nm) in the description. ``tifffile.imread`` returns the array's exact shape.
+    """
     import tifffile
 
-    shape, dtype = tuple(array.shape), np.dtype(array.dtype)
-    axes = axes or {2: "YX", 3: "ZYX", 4: "ZYXC"}.get(len(shape), "")
+    shape, dtype = tuple(int(s) for s in array.shape), np.dtype(array.dtype)
+    axes = (axes or _default_axes(shape)).upper()
     if len(shape) not in (2, 3, 4):
-        raise ValueError(f"TIFF output needs 2 to 4 axes (YX, ZYX, ZYXC), got shape {shape}.")
-    kwargs: dict[str, Any] = {"compression": compression}
+        raise ValueError(f"TIFF output needs 2 to 4 axes (YX, ZYX, YXC, ZYXC), got shape {shape}.")
+    if axes not in _TIFF_AXES or len(axes) != len(shape):
+        raise ValueError(f"TIFF output takes axes YX, ZYX, YXC or ZYXC matching the array, got axes {axes!r} for "
+                         f"shape {shape}.")
+    kwargs: dict[str, Any] = {"compression": compression, "photometric": "minisblack"}
     imagej = dtype in (np.uint8, np.uint16, np.float32) and axes in ("YX", "ZYX")
+    meta: dict[str, Any] = {"axes": axes}
     if imagej:
-        meta: dict[str, Any] = {"axes": axes}
         if voxel_size is not None:
             meta.update(unit="nm")
             kwargs["resolution"] = (1.0 / float(voxel_size[-1]), 1.0 / float(voxel_size[-2]))
             if axes == "ZYX":
                 meta["spacing"] = float(voxel_size[0])
-        kwargs.update(imagej=True, metadata=meta)
+        kwargs["imagej"] = True
+    else:
+        if axes.endswith("C") and shape[-1] > 1:
+            kwargs["planarconfig"] = "contig"
+        if voxel_size is not None:
+            kwargs.update(resolution=(1e7 / float(voxel_size[-1]), 1e7 / float(voxel_size[-2])),
+                          resolutionunit="CENTIMETER")
+            if axes.startswith("Z") and len(voxel_size) >= 3:
+                meta.update(spacing=float(voxel_size[0]), unit="nm")
+    kwargs["metadata"] = meta
     with atomic_file(path) as tmp:
-        if len(shape) >= 3 and axes.startswith("Z"):
+        if axes.startswith("Z"):
             tifffile.imwrite(tmp, data=_pages(array), shape=shape, dtype=dtype, **kwargs)
         else:
-            tifffile.imwrite(tmp, np.asarray(array), **kwargs)
+            tifffile.imwrite(tmp, np.asarray(array.compute() if hasattr(array, "compute") else array), **kwargs)

@@ -1,5 +1,9 @@
 """Segmentation metrics for EM, in pure Python and checked against Fiji / EM-stellar reference values.
 
+Every function takes ``(image_true, image_test)``: ground truth first, as in scikit-image (the old keyword
+names and the thinned scores' old prediction-first order are deprecated, see :mod:`emzoo.metrics._order`).
+Every binarisation is :func:`binarize` (``prob > threshold``).
+
 - :mod:`emzoo.metrics.pixel`: pooled confusion-matrix metrics (F1/Dice, Jaccard, accuracy, sensitivity,
   specificity, PPV, NPV, background/overall IoU) and multi-class IoU.
 - :mod:`emzoo.metrics.rand_info`: Fiji's thinned V_Rand / V_Info (EM-stellar's "VRand" / "VInfo") and the
@@ -22,8 +26,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from emzoo.metrics._order import true_test_order
 from emzoo.metrics.pixel import (
     ConfusionCounts,
+    binarize,
     class_confusion_matrix,
     confusion_matrix,
     mean_iou,
@@ -47,6 +53,7 @@ from emzoo.metrics.watershed import thinned_labels
 
 __all__ = [
     "all_metrics",
+    "binarize",
     "ConfusionCounts",
     "confusion_matrix",
     "metrics_from_counts",
@@ -71,23 +78,27 @@ __all__ = [
 _ROW_KEYS = ("f1", "vrand", "vinfo", "accuracy", "sensitivity", "specificity", "ppv", "npv", "jaccard")
 
 
-def all_metrics(ground_truth: Any, prediction: Any, *, threshold: float = 0.5) -> dict[str, float]:
+@true_test_order(("ground_truth", "prediction"))
+def all_metrics(image_true: Any, image_test: Any, *, threshold: float = 0.5) -> dict[str, float]:
     """One EM-stellar table row: the seven confusion-matrix metrics plus Fiji's thinned V_Rand and V_Info.
 
     Parameters
     ----------
-    ground_truth, prediction : array_like, shape (Y, X) or (Z, Y, X)
-        Probabilities in [0, 1] (8-bit images: ``image.astype(np.float32) / 255``) or binary masks.
+    image_true, image_test : array_like, shape (Y, X) or (Z, Y, X)
+        Ground truth, then prediction (scikit-image's order; the old keywords ``ground_truth=`` and
+        ``prediction=`` still work, with a ``DeprecationWarning``). Probabilities in [0, 1] (8-bit images:
+        ``image.astype(np.float32) / 255``) or binary masks.
     threshold : float
-        Binarisation of both maps for the confusion-matrix metrics (pooled over all slices). V_Rand / V_Info
-        sweep their own thresholds (:func:`emzoo.metrics.rand_info_thinned`).
+        Binarisation of both maps for the confusion-matrix metrics (:func:`binarize`, pooled over all
+        slices). V_Rand / V_Info sweep their own thresholds (:func:`emzoo.metrics.rand_info_thinned`).
 
     Returns
     -------
     dict of str to float
         ``f1``, ``vrand``, ``vinfo``, ``accuracy``, ``sensitivity``, ``specificity``, ``ppv``, ``npv``,
-        ``jaccard`` (EM-stellar's column order), then ``vrand_threshold`` and ``vinfo_threshold``. Ratios with
-        a zero denominator are NaN (see :mod:`emzoo.metrics.pixel`).
+        ``jaccard`` (EM-stellar's column order), then ``vrand_threshold`` and ``vinfo_threshold``. F1 and
+        Jaccard of two empty masks are 1; other ratios with a zero denominator are NaN (see
+        :mod:`emzoo.metrics.pixel`).
 
     Raises
     ------
@@ -104,8 +115,8 @@ def all_metrics(ground_truth: Any, prediction: Any, *, threshold: float = 0.5) -
     >>> row["f1"], row["vrand"], row["vrand_threshold"]
     (0.96, 1.0, 0.7)
     """
-    pixel = pixel_metrics(ground_truth, prediction, threshold=threshold)
-    thinned = rand_info_thinned(prediction, ground_truth)
+    pixel = pixel_metrics(image_true, image_test, threshold=threshold)
+    thinned = rand_info_thinned(image_true=image_true, image_test=image_test)
     row = {key: pixel[key] if key in pixel else thinned[key] for key in _ROW_KEYS}
     row["vrand_threshold"] = thinned["vrand_threshold"]
     row["vinfo_threshold"] = thinned["vinfo_threshold"]

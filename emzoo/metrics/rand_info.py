@@ -2,6 +2,12 @@
 
 Two families of segmentation scores live here; they are *not* interchangeable (``METRICS.md`` §5):
 
+Every function takes ``(image_true, image_test)``: ground truth first, as in scikit-image. The thinned scores
+used to take ``(prediction, ground_truth)``; the old keyword names still work with a ``DeprecationWarning``, and
+two positional arguments in the clearly old order (a non-binary float probability map first, a binary mask
+second) are swapped with a ``DeprecationWarning`` (:mod:`emzoo.metrics._order`). Pass ``image_true=`` and
+``image_test=`` by keyword to score a soft (anti-aliased) ground truth against a binary proposal.
+
 - :func:`vrand_thinned`, :func:`vinfo_thinned` and :func:`rand_info_thinned` reproduce what EM-stellar reports
   as "VRand" and "VInfo": Fiji's ``getMaximalVRandAfterThinning(0, 1, 0.1, perSliceAverage=true)`` and
   ``getMaximalVInfoAfterThinning(0, 1, 0.1)``. The probability map is binarised at 11 thresholds, each binary
@@ -27,6 +33,7 @@ import numpy as np
 import skimage.metrics
 from scipy import ndimage
 
+from emzoo.metrics._order import true_test_order
 from emzoo.metrics._validate import (
     as_labels,
     as_probability,
@@ -188,11 +195,12 @@ def rand_info_scores(image_true: Any, image_test: Any) -> dict[str, float]:
     return {"vrand": vrand, "vinfo": vinfo}
 
 
-def _check_pair(prediction: Any, ground_truth: Any) -> tuple[np.ndarray, np.ndarray]:
-    pred = as_probability(prediction, "prediction")
-    true = as_probability(ground_truth, "ground_truth")
-    check_same_shape(pred, true, ("prediction", "ground_truth"))
-    check_ndim(pred, "prediction", (2, 3))
+def _check_pair(image_true: Any, image_test: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(prediction, truth)`` stacks, shape (Z, Y, X)."""
+    true = as_probability(image_true, "image_true")
+    pred = as_probability(image_test, "image_test")
+    check_same_shape(true, pred, ("image_true", "image_test"))
+    check_ndim(true, "image_true", (2, 3))
     if pred.ndim == 2:
         pred, true = pred[None], true[None]
     return pred, true
@@ -263,8 +271,9 @@ def _best(curve: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
     return max(0.0, float(curve[index])), float(thresholds[index])
 
 
+@true_test_order(("prediction", "ground_truth"), detect_swap=True)
 def rand_info_thinned(
-    prediction: Any, ground_truth: Any, *, thresholds: Any = None, return_curves: bool = False
+    image_true: Any, image_test: Any, *, thresholds: Any = None, return_curves: bool = False
 ) -> dict[str, Any]:
     """Fiji's V_Rand and V_Info after border thinning, from one shared threshold sweep.
 
@@ -274,11 +283,12 @@ def rand_info_thinned(
 
     Parameters
     ----------
-    prediction : array_like, shape (Y, X) or (Z, Y, X)
-        Probability map in [0, 1] (float) or binary mask (bool, or ints in {0, 1}). Floats are compared as
-        float32, as in Fiji: convert 8-bit maps with ``image.astype(np.float32) / 255``.
-    ground_truth : array_like, same shape
-        Ground truth, same conventions; binarised at each threshold too (Fiji does not fix it at 0.5).
+    image_true : array_like, shape (Y, X) or (Z, Y, X)
+        Ground truth (formerly ``ground_truth=``, the *second* argument): probabilities in [0, 1] (float) or a
+        binary mask (bool, or ints in {0, 1}); binarised at each threshold too (Fiji does not fix it at 0.5).
+        Floats are compared as float32, as in Fiji: convert 8-bit maps with ``image.astype(np.float32) / 255``.
+    image_test : array_like, same shape
+        Probability map (formerly ``prediction=``, the first argument), same conventions.
     thresholds : sequence of float, optional
         Defaults to :func:`fiji_thresholds` (0.0, 0.1, ..., 0.9999999999999999).
     return_curves : bool
@@ -296,9 +306,16 @@ def rand_info_thinned(
     ValueError
         Shape mismatch, not 2D/3D, empty input, NaN/Inf or values outside [0, 1], non-binary integer labels.
 
+    Warns
+    -----
+    DeprecationWarning
+        Old keyword names, or two positional arguments in the clearly old order (a non-binary float map first,
+        a binary mask second), which are then swapped.
+
     Notes
     -----
-    A slice whose ground truth is empty at a threshold scores NaN there, which makes that threshold's mean
+    The score is asymmetric (the ground truth is labelled, the proposal thinned): swapped arguments give a
+    different, plausible number. A slice whose ground truth is empty at a threshold scores NaN there, which makes that threshold's mean
     NaN; such thresholds are skipped. The maximum starts at 0 and the earliest threshold wins ties; when every
     threshold is skipped the score is 0.0 and the threshold NaN. Identical consecutive binarisations are
     scored once. Slices are independent, so their order does not matter.
@@ -307,11 +324,11 @@ def rand_info_thinned(
     --------
     >>> gt = np.zeros((8, 8)); gt[1:3, 1:7] = 1; gt[5:7, 1:7] = 1
     >>> pred = gt * 0.9
-    >>> scores = rand_info_thinned(pred, gt)
+    >>> scores = rand_info_thinned(gt, pred)
     >>> scores["vrand"], scores["vinfo"], scores["vrand_threshold"]
     (1.0, 1.0, 0.0)
     """
-    pred, true = _check_pair(prediction, ground_truth)
+    pred, true = _check_pair(image_true, image_test)
     values = _check_thresholds(thresholds)
     vrand, vinfo = _sweep(pred, true, values)
     vrand_curve, vinfo_curve = vrand.mean(axis=1), vinfo.mean(axis=1)
@@ -329,15 +346,16 @@ def rand_info_thinned(
     return result
 
 
+@true_test_order(("prediction", "ground_truth"), detect_swap=True)
 def vrand_thinned(
-    prediction: Any, ground_truth: Any, *, thresholds: Any = None, return_threshold: bool = False
+    image_true: Any, image_test: Any, *, thresholds: Any = None, return_threshold: bool = False
 ) -> float | tuple[float, float]:
     """Fiji's maximal foreground-restricted Rand F-score after border thinning (EM-stellar's "VRand").
 
     Parameters
     ----------
-    prediction, ground_truth, thresholds
-        As in :func:`rand_info_thinned` (note the order: prediction first, as in Fiji).
+    image_true, image_test, thresholds
+        As in :func:`rand_info_thinned`: ground truth first (the old prediction-first order is deprecated).
     return_threshold : bool
         Also return the threshold that gave the maximum.
 
@@ -350,24 +368,25 @@ def vrand_thinned(
     --------
     >>> gt = np.zeros((6, 6)); gt[1:5, 1:3] = 1; gt[1:5, 4:6] = 1
     >>> pred = gt.copy(); pred[2, 3] = 1  # a one-pixel bridge merges the two objects
-    >>> round(vrand_thinned(pred, gt), 4)
+    >>> round(vrand_thinned(gt, pred), 4)
     0.6667
     """
-    result = rand_info_thinned(prediction, ground_truth, thresholds=thresholds)
+    result = rand_info_thinned(image_true=image_true, image_test=image_test, thresholds=thresholds)
     if return_threshold:
         return result["vrand"], result["vrand_threshold"]
     return result["vrand"]
 
 
+@true_test_order(("prediction", "ground_truth"), detect_swap=True)
 def vinfo_thinned(
-    prediction: Any, ground_truth: Any, *, thresholds: Any = None, return_threshold: bool = False
+    image_true: Any, image_test: Any, *, thresholds: Any = None, return_threshold: bool = False
 ) -> float | tuple[float, float]:
     """Fiji's maximal foreground-restricted information F-score after border thinning (EM-stellar's "VInfo").
 
     Parameters
     ----------
-    prediction, ground_truth, thresholds
-        As in :func:`rand_info_thinned` (prediction first).
+    image_true, image_test, thresholds
+        As in :func:`rand_info_thinned`: ground truth first.
     return_threshold : bool
         Also return the threshold that gave the maximum.
 
@@ -380,12 +399,12 @@ def vinfo_thinned(
     --------
     >>> gt = np.zeros((6, 6)); gt[1:5, 1:3] = 1; gt[1:5, 4:6] = 1
     >>> pred = gt.copy(); pred[2, 3] = 1  # one merged segment: H(proposal) = 0, so V_Info = 0
-    >>> vinfo_thinned(pred, gt, return_threshold=True)
+    >>> vinfo_thinned(gt, pred, return_threshold=True)
     (0.0, 0.0)
     >>> vinfo_thinned(gt, gt)
     1.0
     """
-    result = rand_info_thinned(prediction, ground_truth, thresholds=thresholds)
+    result = rand_info_thinned(image_true=image_true, image_test=image_test, thresholds=thresholds)
     if return_threshold:
         return result["vinfo"], result["vinfo_threshold"]
     return result["vinfo"]

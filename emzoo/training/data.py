@@ -136,7 +136,15 @@ def _folder_pair(folder: Path, split: str | Sequence[str]) -> tuple[list[np.ndar
     if not folder.is_dir():
         raise FileNotFoundError(f"dataset folder {folder} does not exist.")
     splits = [split] if isinstance(split, str) else list(split)
-    source = next((folder / s for s in splits if (folder / s).is_dir()), folder)
+    source = next((folder / s for s in splits if (folder / s).is_dir()), None)
+    if source is None:
+        # Only training data may sit at the folder's root; a validation or test split never falls back to another
+        # split or to the root (that would let the training or test data choose checkpoints).
+        if "train" in splits and not any((folder / s).is_dir() for s in ("train", "val", "test")):
+            source = folder
+        else:
+            raise FileNotFoundError(f"{folder} has no {' or '.join(s + '/' for s in splits)} folder; pass that split's "
+                                    "data explicitly (or omit it).")
     raw, labels = _find(source, "raw"), _find(source, "labels")
     if raw is None or labels is None:
         raise FileNotFoundError(

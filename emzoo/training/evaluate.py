@@ -1,7 +1,9 @@
 """Validation during training: whole-image prediction, pixel scores, and the per-batch F1 shown in the progress bar.
 
 Whole images are predicted by :func:`emzoo.inference.predict` (one window per image, the model rebuilt with a free
-input size) and scored by :func:`emzoo.metrics.pixel_metrics` (pooled over all pixels, threshold 0.5).
+input size) and scored by :func:`emzoo.metrics.pixel_metrics` (pooled over all pixels, binarised by
+:func:`emzoo.metrics.binarize` at ``threshold``, default 0.5). Both :func:`score` and :class:`PixelF1` follow the
+metrics' empty rule: two empty masks agree perfectly, so their F1 is 1 (never 0, never NaN).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ __all__ = ["PixelF1", "at_input_shape", "predict_whole", "score", "recalibrate_b
 @keras.saving.register_keras_serializable(package="emzoo")
 class PixelF1(keras.metrics.Metric):
     """Foreground F1 (Dice) of a batch at threshold 0.5; softmax outputs count every class but 0 as foreground.
+
+    Foreground is ``probability > threshold`` (strict, as :func:`emzoo.metrics.binarize`). When neither the labels
+    nor the prediction hold any foreground pixel, the F1 is 1 (the empty rule of :func:`emzoo.metrics.pixel_metrics`).
 
     Parameters
     ----------
@@ -61,7 +66,8 @@ class PixelF1(keras.metrics.Metric):
 
     def result(self) -> Any:
         denom = 2.0 * self.tp + self.fp + self.fn
-        return ops.where(denom > 0, 2.0 * self.tp / ops.maximum(denom, 1e-12), 0.0)
+        # Two empty masks agree perfectly: 1, as emzoo.metrics.pixel_metrics.
+        return ops.where(denom > 0, 2.0 * self.tp / ops.maximum(denom, 1e-12), 1.0)
 
     def reset_state(self) -> None:
         for v in (self.tp, self.fp, self.fn):
@@ -227,8 +233,9 @@ def predict_whole(model: keras.Model, raw: np.ndarray, *, mode: str) -> np.ndarr
         return np.asarray(predict(model, raw, normalization=None, progress=False, **kwargs), np.float32)
 
 
-def score(labels: np.ndarray, probabilities: np.ndarray, *, mask: np.ndarray | None = None) -> dict[str, float]:
-    """Pooled pixel scores (:func:`emzoo.metrics.pixel_metrics` at threshold 0.5) of a prediction.
+def score(labels: np.ndarray, probabilities: np.ndarray, *, mask: np.ndarray | None = None,
+          threshold: float = 0.5) -> dict[str, float]:
+    """Pooled pixel scores (:func:`emzoo.metrics.pixel_metrics`) of a prediction.
 
     Parameters
     ----------
@@ -238,27 +245,36 @@ def score(labels: np.ndarray, probabilities: np.ndarray, *, mask: np.ndarray | N
         ``labels.shape + (C,)`` probabilities (C = 1: sigmoid).
     mask : ndarray, optional
         ``labels.shape``; pixels where it is 0 are not scored.
+    threshold : float
+        Foreground is ``probability > threshold`` (:func:`emzoo.metrics.binarize`) of a sigmoid output (C = 1) or
+        of class 1 of a 2-class softmax; more classes are binarised by arg-max (foreground = arg-max > 0), which
+        takes no threshold (any other value than 0.5 is refused).
 
     Returns
     -------
     dict
         Foreground-vs-background ``f1``, ``jaccard``, ``accuracy``, ``sensitivity``, ``specificity``, ``ppv``,
         ``npv``... (a softmax's foreground is every arg-max but 0); with more than two classes also ``f1_class{c}``
-        (one class vs the rest) and ``mean_f1`` over the foreground classes.
+        (one class vs the rest) and ``mean_f1`` over the foreground classes. Empty rule of
+        :func:`emzoo.metrics.pixel_metrics`: with no foreground in the labels nor the prediction, ``f1`` and
+        ``jaccard`` are 1 (a class absent from both gets ``f1_class{c}`` = 1).
 
     Examples
     --------
     >>> score(np.array([[0, 1]]), np.array([[[0.2], [0.9]]]))["f1"]
     1.0
     """
-    from emzoo.metrics import pixel_metrics
+    from emzoo.metrics import binarize, pixel_metrics
 
     labels = np.asarray(labels)
     prob = np.asarray(probabilities, np.float32)
-    if prob.shape[-1] == 1:
-        fg = prob[..., 0] > 0.5
-        arg = None
+    arg = None
+    if prob.shape[-1] in (1, 2):
+        fg = binarize(prob[..., -1], threshold)
     else:
+        if float(threshold) != 0.5:
+            raise ValueError(f"threshold={threshold!r} applies to sigmoid and 2-class outputs; {prob.shape[-1]} classes "
+                             "are binarised by arg-max (leave threshold at 0.5).")
         arg = prob.argmax(-1)
         fg = arg > 0
     # 1D arrays: one pooled item whatever the input layout.

@@ -3,7 +3,10 @@
 EM stacks are serial sections: neighbouring slices are near-duplicates, so a random split of slices puts the same
 structures on both sides. Splits here are contiguous slabs along z with a ``gap`` of dropped slices on each side of the
 validation slab (at least the model's z context), and a stack with several volumes is split by whole volumes. The
-training side is returned as separate pieces, so no training window straddles the removed slab.
+gap is counted in slices *within* a volume; between separate volumes it is 0 (no slice of one volume neighbours a
+slice of another), so several volumes are never thinned out by the gap. The training side is returned as separate
+pieces, so no training window straddles the removed slab. The benchmark harness holds out its validation slab with
+the same :func:`holdout_split`.
 
 EM-stellar's K-fold reused one model object across folds (``TRAINING.md`` §1.3 bug 1): fold k started from fold
 k-1's weights and optimiser state. :func:`kfold` builds every fold's model and optimiser from scratch, with its own
@@ -101,15 +104,33 @@ def _units(volumes: Sequence[TrainingVolume]) -> int:
     return volumes[0].raw.shape[0] if len(volumes) == 1 else len(volumes)
 
 
+def _unit_gap(volumes: Sequence[TrainingVolume], gap: int) -> int:
+    """The gap in split units: ``gap`` slices within a single volume, 0 between whole volumes."""
+    if int(gap) != gap or gap < 0:
+        raise ValueError(f"gap must be an integer >= 0, got {gap!r}.")
+    return int(gap) if len(volumes) == 1 else 0
+
+
 def holdout_split(volumes: Sequence[TrainingVolume], fraction: float, *, gap: int = 1,
                   ) -> tuple[list[TrainingVolume], list[TrainingVolume], dict[str, Any]]:
     """Hold out the last ``fraction`` of the slices (or volumes) for validation, ``gap`` slices before it dropped.
+
+    Parameters
+    ----------
+    volumes : sequence of TrainingVolume
+        One volume (split into slices) or several (split into whole volumes).
+    fraction : float
+        Validation share, in (0, 1), of the slices (one volume) or of the volumes (several).
+    gap : int
+        Slices dropped before the validation slab *within* a volume. Separate volumes do not neighbour each
+        other, so between volumes the gap is 0: no training volume is dropped.
 
     Returns
     -------
     train, val : list of TrainingVolume
     split : dict
-        ``{"unit": "slice"|"volume", "train": [...], "val": [...], "gap": gap}`` (recorded in the history).
+        ``{"unit": "slice"|"volume", "train": [...], "val": [...], "gap": gap}`` (recorded in the history);
+        ``gap`` is the gap applied, in units (0 for volumes).
 
     Examples
     --------
@@ -117,9 +138,13 @@ def holdout_split(volumes: Sequence[TrainingVolume], fraction: float, *, gap: in
     >>> train, val, split = holdout_split([vol], 0.2)
     >>> split["train"], split["val"]
     ([0, 1, 2, 3, 4, 5, 6], [8, 9])
+    >>> several = [TrainingVolume(np.zeros((4, 4, 4)), np.zeros((4, 4, 4))) for _ in range(3)]
+    >>> holdout_split(several, 0.34, gap=1)[2]
+    {'unit': 'volume', 'train': [0, 1], 'val': [2], 'gap': 0}
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"the validation fraction must be in (0, 1), got {fraction}.")
+    gap = _unit_gap(volumes, gap)
     n = _units(volumes)
     n_val = max(1, int(round(fraction * n)))
     val_idx = np.arange(n - n_val, n)
@@ -203,8 +228,9 @@ def kfold(
     k : int
         Number of folds.
     gap : int, optional
-        Slices dropped on each side of a validation slab (default: 1 for 2D models, the input depth for 3D and
-        multi-frame ones).
+        Slices dropped on each side of a validation slab within a volume (default: 1 for 2D models, the input
+        depth for 3D and multi-frame ones). With several volumes, folds are whole volumes and the gap between
+        them is 0.
     test : data, optional
         Held-out test data, scored by every fold model and by the fold-mean ensemble.
     seed : int
@@ -230,6 +256,7 @@ def kfold(
     volumes, source = load_pairs(data)
     if gap is None:
         gap = _default_gap(model_name, finetune_kwargs.get("patch_size"))
+    gap = _unit_gap(volumes, gap)
     n = _units(volumes)
     folds = slab_folds(n, k, gap=gap)
     unit = "slice" if len(volumes) == 1 else "volume"
@@ -256,7 +283,7 @@ def kfold(
     ensemble = Ensemble(models, mode="average")
     test_metrics = None
     if test is not None:
-        test_volumes, _ = load_pairs(test, split=("test", "val"))
+        test_volumes, _ = load_pairs(test, split="test")
         labels = np.concatenate([prepare_labels(v.labels, histories[0]["num_classes"]).ravel() for v in test_volumes])
 
         def scored(member: Any) -> dict[str, float]:

@@ -271,7 +271,7 @@ def binary_to_multiclass(
                     for v in volumes]
     binary_val = None
     if val is not None:
-        val_volumes, _ = load_pairs(val, split=("val", "test"))
+        val_volumes, _ = load_pairs(val, split="val")
         binary_val = [(v.raw, (v.labels > 0).astype(np.uint8)) + ((v.weights,) if v.weights is not None else ())
                       for v in val_volumes]
     stage1_kwargs = dict(finetune_kwargs)

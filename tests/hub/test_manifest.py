@@ -52,7 +52,9 @@ def test_packaged_schema_and_manifests_are_valid(monkeypatch):
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda d: d["tags"]["lucchi"].update(revision="main"), r"revision: 'main' does not match"),
     (lambda d: d["tags"]["lucchi"].update(revision="1" * 39), r"revision: '1{39}' does not match"),
-    (lambda d: d["tags"]["lucchi"]["files"].pop("model.weights.h5"), "missing required key 'model.weights.h5'"),
+    (lambda d: d["tags"]["lucchi"]["files"].pop("model.weights.h5"), "no weights file"),
+    (lambda d: d["tags"]["lucchi"].update(revision=None), "revision is null but the preset is not bundled"),
+    (lambda d: d["tags"]["lucchi"].update(revision=None, bundled="../x"), "bundled: '../x' does not match"),
     (lambda d: d["tags"]["lucchi"]["files"]["config.json"].update(sha256="XYZ"), "sha256: 'XYZ' does not match"),
     (lambda d: d["tags"]["lucchi"]["files"]["config.json"].update(size=-1), "below the minimum"),
     (lambda d: d["tags"]["lucchi"].update(repo="x"), "unknown key 'repo'"),

@@ -170,7 +170,7 @@ def test_write_is_atomic_on_failure(tmp_path):
             raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        write(target, Exploding())
+        write(target, Exploding(), overwrite=True)
     np.testing.assert_array_equal(np.load(target), VOL)  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.npy"]  # no temporary left behind
 

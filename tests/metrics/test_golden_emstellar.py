@@ -108,7 +108,7 @@ def test_emnet_v2_4x_curves_and_slices(shared_data):
     if not (folder / "EM-net_V2_4x.tif").is_file():
         pytest.skip(f"EM-stellar fixture not found in {folder}")
     truth = read_probability(folder / "groundtruth_uint8.tif")
-    result = rand_info_thinned(read_probability(folder / "EM-net_V2_4x.tif"), truth, return_curves=True)
+    result = rand_info_thinned(truth, read_probability(folder / "EM-net_V2_4x.tif"), return_curves=True)
     vrand = [
         0.82203,
         0.83765,

@@ -50,7 +50,7 @@ def test_k51_is_foreground_at_02_even_for_float64_input():
     gt = np.array([[1, 1, 1, 0, 1, 1, 1]], float)  # two objects
     pred = np.zeros((1, 7))
     pred[0, [1, 5]] = 51 / 255  # float64; one dot inside each object
-    curves = rand_info_thinned(pred, gt, return_curves=True)["vrand_curve"]
+    curves = rand_info_thinned(gt, pred, return_curves=True)["vrand_curve"]
     assert curves[2] == 1.0  # t = 0.2: the dots are foreground, thinning recovers both objects
     # t = 0.3: empty proposal, one segment over both objects: 2 (9 + 9) / (18 + 36)
     assert curves[3] == pytest.approx(2 / 3)
@@ -75,10 +75,10 @@ def test_thinning_joins_fragments_hand_computed():
     gt = np.array([[1, 1, 1, 0, 1, 1, 1]], float)  # two objects
     pred = np.array([[0, 1, 0, 0, 0, 1, 0]], float)  # one dot inside each
     # thinned proposal [1 1 1 0 2 2 2] matches the two objects exactly
-    assert vrand_thinned(pred, gt) == 1.0 and vinfo_thinned(pred, gt) == 1.0
+    assert vrand_thinned(gt, pred) == 1.0 and vinfo_thinned(gt, pred) == 1.0
     # a single GT object: n = 7, one line pixel: ΣA = 49, ΣB = ΣP = 9 + 9 + 1 -> 38 / 68
     gt_one = np.ones((1, 7))
-    result = rand_info_thinned(pred, gt_one, return_curves=True)
+    result = rand_info_thinned(gt_one, pred, return_curves=True)
     assert result["vrand"] == pytest.approx(38 / 68)
     assert result["vinfo"] == 0.0  # one GT component: H(A) = 0
 
@@ -89,15 +89,15 @@ def test_stack_is_the_mean_of_its_slices():
     gt[1] = 1
     pred = np.zeros((2, 1, 7))
     pred[:, 0, [1, 5]] = 0.75
-    stack = rand_info_thinned(pred, gt, thresholds=[0.5], return_curves=True)
+    stack = rand_info_thinned(gt, pred, thresholds=[0.5], return_curves=True)
     assert stack["vrand_per_slice"].shape == (1, 2)
     assert stack["vrand"] == pytest.approx((1.0 + 38 / 68) / 2)
-    singles = [rand_info_thinned(pred[z], gt[z], thresholds=[0.5])["vrand"] for z in range(2)]
+    singles = [rand_info_thinned(gt[z], pred[z], thresholds=[0.5])["vrand"] for z in range(2)]
     assert stack["vrand"] == pytest.approx(np.mean(singles))
     # slice order does not matter
-    assert rand_info_thinned(pred[::-1], gt[::-1], thresholds=[0.5])["vrand"] == stack["vrand"]
+    assert rand_info_thinned(gt[::-1], pred[::-1], thresholds=[0.5])["vrand"] == stack["vrand"]
     # above 0.75 the proposal is empty: one segment per slice, (2/3 + 1) / 2 beats the thinned dots
-    swept = rand_info_thinned(pred, gt, return_curves=True)
+    swept = rand_info_thinned(gt, pred, return_curves=True)
     assert swept["vrand_curve"][:8] == pytest.approx([stack["vrand"]] * 8)
     assert swept["vrand"] == pytest.approx(5 / 6) and swept["vrand_threshold"] == 0.7999999999999999
 
@@ -111,7 +111,7 @@ def test_matches_reference_on_random_probability_maps():
 
         pred = ndimage.uniform_filter(rng.random(shape), size=(1, 3, 3)).astype(np.float32)
         gt = (ndimage.uniform_filter(rng.random(shape), size=(1, 3, 3)) > 0.5).astype(np.float32)
-        result = rand_info_thinned(pred, gt, thresholds=thresholds, return_curves=True)
+        result = rand_info_thinned(gt, pred, thresholds=thresholds, return_curves=True)
         expected = fiji_reference.thinned_curves(pred, gt, thresholds)
         np.testing.assert_allclose(result["vrand_curve"], expected[:, 0], rtol=0, atol=1e-12)
         np.testing.assert_allclose(result["vinfo_curve"], expected[:, 1], rtol=0, atol=1e-12)
@@ -122,7 +122,7 @@ def test_empty_ground_truth_thresholds_are_skipped():
     gt[1:3, 1:5] = 0.35  # foreground only below t = 0.35
     gt[4:6, 1:5] = 0.35
     pred = gt.copy()
-    result = rand_info_thinned(pred, gt, return_curves=True)
+    result = rand_info_thinned(gt, pred, return_curves=True)
     assert np.isnan(result["vrand_curve"][4:]).all() and not np.isnan(result["vrand_curve"][:4]).any()
     assert result["vrand"] == 1.0 and result["vrand_threshold"] == 0.0
     nothing = rand_info_thinned(np.zeros((4, 4)), np.zeros((4, 4)))
@@ -134,32 +134,32 @@ def test_empty_prediction_and_all_foreground():
     gt[1:3, 1:5] = 1
     gt[4:6, 1:5] = 1
     # empty proposal: one segment covers both 8-pixel objects: ΣA = 128, ΣB = 256, ΣP = 128
-    empty = rand_info_thinned(np.zeros_like(gt), gt)
+    empty = rand_info_thinned(gt, np.zeros_like(gt))
     assert empty["vrand"] == pytest.approx(2 * 128 / (128 + 256)) and empty["vinfo"] == 0.0
     # all-foreground proposal: the same single segment
-    full = rand_info_thinned(np.ones_like(gt), gt)
+    full = rand_info_thinned(gt, np.ones_like(gt))
     assert full["vrand"] == empty["vrand"] and full["vinfo"] == 0.0
     # all-foreground ground truth: one component, V_Info = 0 by Fiji's rule
-    assert vinfo_thinned(gt, np.ones_like(gt)) == 0.0
+    assert vinfo_thinned(np.ones_like(gt), gt) == 0.0
 
 
 def test_thresholds_returned_and_custom_thresholds():
     gt = np.array([[1, 1, 1, 0, 1, 1, 1]], float)
     pred = np.array([[0.2, 0.9, 0.2, 0.6, 0.2, 0.9, 0.2]])
-    score, threshold = vrand_thinned(pred, gt, return_threshold=True)
+    score, threshold = vrand_thinned(gt, pred, return_threshold=True)
     # float32(0.6) > 0.6, so the bridge is still foreground at t = 0.6; t = 0.7 is the first clean split
     assert score == 1.0 and threshold == 0.7
-    score, threshold = vinfo_thinned(pred, gt, thresholds=[0.5, 0.8], return_threshold=True)
+    score, threshold = vinfo_thinned(gt, pred, thresholds=[0.5, 0.8], return_threshold=True)
     assert (score, threshold) == (1.0, 0.8)
     with pytest.raises(ValueError, match="finite"):
-        rand_info_thinned(pred, gt, thresholds=[0.5, float("nan")])
+        rand_info_thinned(gt, pred, thresholds=[0.5, float("nan")])
 
 
 @pytest.mark.parametrize(
     ("prediction", "truth", "message"),
     [
         (np.full((4, 4), np.nan), np.zeros((4, 4)), "NaN/Inf"),
-        (np.zeros((4, 4)), np.zeros((4, 5)), r"shape \(4, 4\).*shape \(4, 5\)"),
+        (np.zeros((4, 4)), np.zeros((4, 5)), r"image_true has shape \(4, 5\).*image_test has shape \(4, 4\)"),
         (np.zeros((4, 4)), np.array([[0, 1, 2, 3]] * 4), r"integer values \[0, 1, 2, 3\].*labels > 0"),
         (np.full((4, 4), 2.0), np.zeros((4, 4)), r"outside \[0, 1\]"),
         (np.zeros((2, 2, 4, 4)), np.zeros((2, 2, 4, 4)), "2D or 3D"),
@@ -168,12 +168,12 @@ def test_thresholds_returned_and_custom_thresholds():
 )
 def test_clear_errors(prediction, truth, message):
     with pytest.raises(ValueError, match=message):
-        rand_info_thinned(prediction, truth)
+        rand_info_thinned(truth, prediction)
 
 
 def test_uint8_map_error_names_the_conversion():
     with pytest.raises(ValueError, match=r"astype\(np.float32\) / 255"):
-        vrand_thinned(np.full((3, 3), 200, np.uint8), np.ones((3, 3), np.uint8))
+        vrand_thinned(np.ones((3, 3), np.uint8), np.full((3, 3), 200, np.uint8))
 
 
 def test_skimage_wrappers_match_skimage_and_share_a_table():
@@ -212,9 +212,9 @@ def test_small_batches_give_the_same_scores(monkeypatch):
     rng = np.random.default_rng(11)
     pred = rng.random((3, 12, 10)).astype(np.float32)
     gt = (rng.random((3, 12, 10)) > 0.4).astype(np.float32)
-    whole = rand_info_thinned(pred, gt, return_curves=True)
+    whole = rand_info_thinned(gt, pred, return_curves=True)
     monkeypatch.setattr(rand_info, "BATCH_PIXELS", 300)  # two images per flood, several flushes
-    batched = rand_info_thinned(pred, gt, return_curves=True)
+    batched = rand_info_thinned(gt, pred, return_curves=True)
     np.testing.assert_array_equal(whole["vrand_per_slice"], batched["vrand_per_slice"])
     np.testing.assert_array_equal(whole["vinfo_per_slice"], batched["vinfo_per_slice"])
 
@@ -222,5 +222,5 @@ def test_small_batches_give_the_same_scores(monkeypatch):
 def test_binary_proposal_scores_every_threshold_alike():
     gt = np.array([[1, 1, 1, 0, 1, 1, 1]], bool)
     pred = np.array([[0, 1, 0, 0, 0, 1, 0]], bool)
-    result = rand_info_thinned(pred, gt, return_curves=True)
+    result = rand_info_thinned(gt, pred, return_curves=True)
     assert (result["vrand_curve"] == 1.0).all() and result["vrand_threshold"] == 0.0

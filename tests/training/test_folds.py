@@ -40,8 +40,9 @@ def test_split_volumes_returns_separate_training_pieces():
     several = [TrainingVolume(np.zeros((2, 2, 2)) + i, np.zeros((2, 2, 2))) for i in range(3)]
     train, val = split_volumes(several, np.array([0, 2]), np.array([1]))
     assert [float(t.raw[0, 0, 0]) for t in train] == [0.0, 2.0] and float(val[0].raw[0, 0, 0]) == 1.0
-    _, _, record = holdout_split(several, 0.34, gap=0)
-    assert record == {"unit": "volume", "train": [0, 1], "val": [2], "gap": 0}
+    for gap in (0, 1, 16):  # the gap is in slices within a volume: none between volumes (issue 11)
+        _, _, record = holdout_split(several, 0.34, gap=gap)
+        assert record == {"unit": "volume", "train": [0, 1], "val": [2], "gap": 0}
 
 
 def test_kfold_builds_fresh_weights_per_fold_and_averages_the_folds(tmp_path):
