@@ -5,11 +5,15 @@ Measures, on this machine's CPU (or GPU), with the same compile settings as :fun
 - training samples/s of ``emnet_v1_bn``, ``unet_bn`` and a light entry (``unet2d_fb``), after warm-up steps;
 - batches/s of the seeded, augmented patch loader (EM-net recipe: flips, rotation ±140°, zoom 0.2) on
   ``../shared/data/cardiac_mito/train`` (synthetic data when it is absent), with 1 and ``--workers`` threads;
-- the ratio loader rate / ``emnet_v1_bn`` step rate (target >= 5: the loader never starves training).
+- the ratio loader rate / ``emnet_v1_bn`` step rate (target >= 5: the loader never starves training);
+- with ``--precision``: float32 against Keras' ``mixed_bfloat16`` policy (what ``mixed_precision="auto"`` picks on
+  a CPU with AMX/AVX512-BF16): training samples/s of each entry, and the test F1 on ``cardiac_mito/test`` of a
+  fixed short ``emzoo.finetune`` run (``--f1-steps`` steps of ``emnet_v1_bn``, same seed) in both precisions.
 
 Usage::
 
     .venv/bin/python benchmarks/training.py [--patch 128] [--batch 4] [--steps 5] [--entries emnet_v1_bn unet_bn]
+    .venv/bin/python benchmarks/training.py --precision [--entries emnet_v1_bn emnet_v2_4x] [--f1-steps 300]
 """
 
 from __future__ import annotations
@@ -83,6 +87,36 @@ def train_rate(entry: str, vol: TrainingVolume, patch: int, batch: int, steps: i
     return steps / (time.perf_counter() - start)
 
 
+def _with_policy(policy: str, fn, *args):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        return fn(*args)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def precision_report(entries: list[str], vol: TrainingVolume, patch: int, batch: int, steps: int,
+                     f1_steps: int) -> None:
+    """float32 vs mixed_bfloat16: samples/s per entry, and test F1 of a fixed short fine-tune of emnet_v1_bn."""
+    from emzoo.training.finetune import cpu_has_bf16
+
+    print(f"CPU native bfloat16 (AMX/AVX512-BF16): {cpu_has_bf16()}")
+    for entry in entries:
+        rates = {p: _with_policy(p, train_rate, entry, vol, patch, batch, steps) * batch
+                 for p in ("float32", "mixed_bfloat16")}
+        print(f"{entry:>14}: float32 {rates['float32']:.2f} samples/s, mixed_bfloat16 "
+              f"{rates['mixed_bfloat16']:.2f} samples/s -> x{rates['mixed_bfloat16'] / rates['float32']:.2f}")
+    if f1_steps and (DATA / "test").is_dir():
+        for policy in ("float32", "mixed_bfloat16"):
+            start = time.perf_counter()
+            _, history = emzoo.finetune("emnet_v1_bn", DATA, test=DATA, steps=f1_steps, batch_size=batch,
+                                        patch_size=patch, seed=0, progress=False, workers=2,
+                                        mixed_precision=policy if policy != "float32" else False)
+            print(f"emnet_v1_bn {f1_steps} steps, {policy:>14}: test F1 {history['test_metrics']['f1']:.4f} "
+                  f"({time.perf_counter() - start:.0f} s end to end, {history['samples_per_s']:.2f} samples/s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patch", type=int, default=128, help="Patch side (multiple of 16).")
@@ -90,10 +124,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="Timed training steps per entry.")
     parser.add_argument("--loader-batches", type=int, default=20, help="Timed loader batches.")
     parser.add_argument("--workers", type=int, default=2, help="Loader threads of the second loader measurement.")
-    parser.add_argument("--entries", nargs="+", default=["emnet_v1_bn", "unet_bn", "unet2d_fb"])
+    parser.add_argument("--entries", nargs="+", default=None,
+                        help="Default: emnet_v1_bn unet_bn unet2d_fb (emnet_v1_bn emnet_v2_4x with --precision).")
+    parser.add_argument("--precision", action="store_true", help="Compare float32 with mixed_bfloat16.")
+    parser.add_argument("--f1-steps", type=int, default=300, help="Steps of the fixed F1 run (0: skip).")
     args = parser.parse_args()
 
     vol, where = _volume()
+    if args.precision:
+        print(f"backend {keras.backend.backend()}, CPU ({os.cpu_count()} cores); data {where}; patch "
+              f"{args.patch}², batch {args.batch}")
+        precision_report(args.entries or ["emnet_v1_bn", "emnet_v2_4x"], vol, args.patch, args.batch, args.steps,
+                         args.f1_steps)
+        return
+    args.entries = args.entries or ["emnet_v1_bn", "unet_bn", "unet2d_fb"]
     device = "GPU" if gpu_available() else f"CPU ({os.cpu_count()} cores)"
     print(f"backend {keras.backend.backend()}, {device}; data {where}; patch {args.patch}², batch {args.batch}")
     rates = {}

@@ -19,8 +19,8 @@ SHARED_DATA = Path(os.environ.get("EMZOO_SHARED_DATA", REPO.parent / "shared" / 
 def shared_data() -> Path:
     """``../shared/data`` (the real public EM datasets); tests needing it are skipped when it is absent."""
     if not SHARED_DATA.is_dir():
-        if os.environ.get("EMZOO_REQUIRE_DATA") == "1":
-            # CI sets this: a green run must have checked the data tests, not skipped them.
-            pytest.fail(f"EMZOO_REQUIRE_DATA=1 but shared data not found at {SHARED_DATA}")
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+        from tests._data import skip_or_fail
+
+        # CI sets EMZOO_REQUIRE_DATA=1: a green run must have checked the data tests, not skipped them.
+        skip_or_fail(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA

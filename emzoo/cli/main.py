@@ -32,13 +32,31 @@ app.command("train-zoo")(zoo_cmd.train_zoo_command)
 
 
 def main() -> None:
-    """Run the CLI; library errors become one line on stderr and exit code 1 (2 for usage errors)."""
+    """Run the CLI; every error is one line on stderr: exit code 2 for usage errors, 1 for the rest."""
+    from typer.exceptions import TyperException
+
     try:
-        app()
-    except (ValueError, KeyError, FileNotFoundError, TypeError, RuntimeError, OSError) as exc:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        print("emzoo: aborted", file=sys.stderr)
+        sys.exit(130)
+    except TyperException as exc:  # typer's own click: usage errors (exit 2) and other CLI errors
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()
+            sys.exit(2)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = " ".join(exc.format_message().split())
+        print(f"emzoo: error: {message}{where}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except (ValueError, KeyError, FileNotFoundError, TypeError, RuntimeError, OSError, ArithmeticError,
+            MemoryError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"emzoo: error: {message}", file=sys.stderr)
+        if isinstance(exc, MemoryError):
+            message = f"out of memory ({message or 'the input is too large to hold in RAM'}); use a smaller --tile"
+        print(f"emzoo: error: {' '.join(str(message).split())}", file=sys.stderr)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

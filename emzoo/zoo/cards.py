@@ -169,7 +169,7 @@ CARDS: dict[str, ZooCard] = {
             # sparse foreground (8.8 %) at a short budget; windows centred on foreground and RAdam learn.
             finetune={"recipe": "franco_barranco", "optimizer": "radam", "learning_rate": 1e-3,
                       "sampler": "foreground", "normalization": "zscore", "patch_size": 256, "batch_size": 4,
-                      "steps": 1500, "mixed_precision": "mixed_bfloat16", "seed": 0},
+                      "steps": 1200, "mixed_precision": "mixed_bfloat16", "seed": 0},
             storage="float16",
             floor={"jaccard": 0.75},
             reference={"source": "context only: EM-stellar Table 2 reports CDeep3M on its own data, not these "
@@ -185,7 +185,7 @@ CARDS: dict[str, ZooCard] = {
             # One sigmoid channel and BCE: the recipe's masked Dice needs a mask map and its class-window
             # probabilities assume 3 classes; boundaries fill enough of every window for uniform sampling.
             finetune={"recipe": "highres3d", "loss": "bce", "sampler": "uniform", "patch_size": 32,
-                      "batch_size": 2, "steps": 600, "mixed_precision": "mixed_bfloat16", "seed": 0},
+                      "batch_size": 2, "steps": 400, "mixed_precision": "mixed_bfloat16", "seed": 0},
             num_classes=1,
             tta=("flips",),
             storage="float16",

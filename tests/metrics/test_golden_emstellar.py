@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from emzoo.metrics import all_metrics, pixel_metrics
+from tests._data import skip_or_fail
 
 pytestmark = pytest.mark.data
 
@@ -58,7 +59,7 @@ def read_probability(path) -> np.ndarray:
 def test_emstellar_table(shared_data):
     folder = shared_data / "cardiac_mito" / "emstellar_outputs"
     if not (folder / "emstellar_metrics.csv").is_file():
-        pytest.skip(f"EM-stellar fixture not found in {folder}")
+        skip_or_fail(f"EM-stellar fixture not found in {folder}")
     with open(folder / "emstellar_metrics.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
     assert len(table) == 13
@@ -106,7 +107,7 @@ def test_emnet_v2_4x_curves_and_slices(shared_data):
 
     folder = shared_data / "cardiac_mito" / "emstellar_outputs"
     if not (folder / "EM-net_V2_4x.tif").is_file():
-        pytest.skip(f"EM-stellar fixture not found in {folder}")
+        skip_or_fail(f"EM-stellar fixture not found in {folder}")
     truth = read_probability(folder / "groundtruth_uint8.tif")
     result = rand_info_thinned(truth, read_probability(folder / "EM-net_V2_4x.tif"), return_curves=True)
     vrand = [
