@@ -35,7 +35,7 @@ def main() -> None:
         size = sum(p.stat().st_size for p in folder.iterdir())
         total += size
         plain = meta["metrics"]["values"]
-        tta_name, tta = next(iter(meta["metrics_tta"].items()))
+        tta_name, tta = next(iter(meta["metrics_tta"].items()), ("-", {}))
         ref = meta.get("reference", {})
         paper = f"{ref['f1']:.4f} / {ref['vrand']:.4f}" if "f1" in ref else "-"
         split = meta["metrics"]["test_split"].split(" (")[0]
@@ -49,7 +49,7 @@ def main() -> None:
         if args.curve:
             curve = ", ".join(f"{s}: {p['f1']:.4f}" for s, p in sorted(meta["learning_curve"].items(),
                                                                        key=lambda kv: int(kv[0])))
-            print(f"|   learning curve (step: test F1, TTA {tta_name} column uses {tta_name}) | {curve} |")
+            print(f"|   learning curve of `{card['name']}` (step: test F1, no TTA) | {curve} |")
     print(f"\nbundled in all: {total / 2**20:.1f} MiB (budget 52 MiB)")
 
 

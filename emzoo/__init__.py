@@ -31,6 +31,7 @@ _API = {
     "predict": "emzoo.inference",
     "predict_blockwise": "emzoo.inference",
     "Ensemble": "emzoo.inference",
+    "instances": "emzoo.inference.instances",
     "finetune": "emzoo.training",
     "kfold": "emzoo.training",
     "benchmark": "emzoo.benchmark",

@@ -213,6 +213,11 @@ class _Runner:
     def score(self, prob: np.ndarray, split: Split) -> dict[str, float]:
         from emzoo.metrics import all_metrics
 
+        if self.options["objects"] == "background":
+            # Boundary maps (ISBI protocol): the objects are the regions between boundaries, so every metric is
+            # scored on 1 - p against 1 - labels.
+            return all_metrics(1 - np.asarray(split.labels), 1 - np.asarray(prob, np.float32),
+                               threshold=self.options["threshold"])
         return all_metrics(split.labels, prob, threshold=self.options["threshold"])
 
     def run_model(self, spec: ModelSpec) -> dict[str, Any]:
@@ -289,6 +294,7 @@ def benchmark(
     finetune_kwargs: dict[str, Any] | None = None,
     predictions: dict[str, tuple[np.ndarray, str]] | None = None,
     keep_probabilities: dict[str, np.ndarray] | None = None,
+    objects: str = "foreground",
 ) -> pd.DataFrame:
     """Score zoo entries, presets and ensembles on a dataset and return the leaderboard.
 
@@ -323,6 +329,9 @@ def benchmark(
         paper's published outputs), scored like the models as reference rows (no cost columns).
     keep_probabilities : dict, optional
         Filled with ``{row label: test-split foreground probabilities}`` of every scored model and ensemble.
+    objects : {"foreground", "background"}
+        What the metrics count as objects: the foreground class (mitochondria), or the background when the labels
+        are boundaries (membranes, ISBI 2012 protocol: the cells between them; every metric on ``1 - p``).
 
     Returns
     -------
@@ -333,6 +342,8 @@ def benchmark(
     --------
     >>> board = benchmark(["unet2d_fb", "resnet50_unet", "avg:unet2d_fb+resnet50_unet"], finetune=100)  # doctest: +SKIP
     """
+    if objects not in ("foreground", "background"):
+        raise ValueError(f"objects must be 'foreground' or 'background', got {objects!r}.")
     if sort not in METRIC_COLUMNS:
         raise ValueError(f"unknown sort metric {sort!r}; choose one of {', '.join(METRIC_COLUMNS)}.")
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
@@ -351,7 +362,7 @@ def benchmark(
     ensemble_specs = [s for s in specs if s.kind == "ensemble"]
     options = dict(finetune=finetune, kfold=kfold, threshold=threshold, tile=tile, halo=halo, tta=tta, sort=sort,
                    seed=seed, val_fraction=val_fraction, progress=progress, finetune_kwargs=finetune_kwargs or {},
-                   need_val=any(s.mode == "topk" for s in ensemble_specs))
+                   need_val=any(s.mode == "topk" for s in ensemble_specs), objects=objects)
 
     def log(message: str) -> None:
         if progress:
@@ -365,7 +376,7 @@ def benchmark(
         "threshold": threshold, "tile": tile, "halo": halo, "tta": tta, "seed": seed, "backend": _backend(),
         "device": _device(), "emzoo_version": _version(),
         # emzoo.metrics' convention for ratios with a zero denominator (METRICS.md asks to record it).
-        "zero_division": "nan",
+        "zero_division": "nan", "objects": objects,
     }
     rows: dict[str, dict[str, Any]] = {}
     for index, spec in enumerate([*model_specs, *ensemble_specs], start=1):

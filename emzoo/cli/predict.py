@@ -46,6 +46,38 @@ def _number(text: str | None, what: str, kind: type) -> int | float | None:
         raise _Usage(str(exc)) from None
 
 
+def _instance_options(method: str | None, min_size: str | None,
+                      foreground_only: bool) -> tuple[str | None, int]:
+    """``--instances`` checked against the methods, ``--min-size`` as an int >= 0 (only with ``--instances``)."""
+    from emzoo._validate import check_int
+    from emzoo.inference.instances import _check_method
+
+    if method is None:
+        if min_size is not None:
+            raise _Usage("--min-size applies to --instances (object labels); add --instances METHOD.")
+        return None, 0
+    if foreground_only:
+        raise _Usage("--instances writes object labels and --foreground a probability map; pick one.")
+    try:
+        method = _check_method(method)
+    except ValueError as exc:
+        raise _Usage(str(exc).replace("method must", "--instances must", 1)) from None
+    if min_size is None:
+        return method, 0
+    try:
+        return method, check_int(int(min_size), "--min-size", minimum=0)
+    except ValueError:
+        raise _Usage(f"--min-size must be an integer >= 0, got {min_size!r}") from None
+
+
+def _relative_spacing(voxel_size: tuple[float, ...] | None, ndim: int) -> tuple[float, ...] | None:
+    """Voxel size relative to the finest axis, so distance_ws's seed depth stays in (finest) pixels."""
+    if not voxel_size or len(voxel_size) != ndim or min(voxel_size) <= 0:
+        return None
+    finest = min(voxel_size)
+    return tuple(float(v) / finest for v in voxel_size)
+
+
 def _one_line(exc: BaseException) -> str:
     message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
     text = " ".join(str(message).split())
@@ -71,13 +103,19 @@ def predict_command(
     threshold: str = typer.Option(None, "--threshold", help="Write a uint8 mask (foreground >= threshold, "
                                                             "0 < threshold < 1; arg-max labels for > 2 classes)."),
     foreground_only: bool = typer.Option(False, "--foreground", help="Write the foreground probability only."),
+    instances: str = typer.Option(None, "--instances", help="Write uint32 object labels (0 = background) made by "
+                                                            "cc, distance_ws or boundary_ws from the foreground "
+                                                            "(boundary) probability; --threshold sets their "
+                                                            "threshold (default 0.5). In-memory outputs only."),
+    min_size: str = typer.Option(None, "--min-size", help="With --instances: drop objects of fewer voxels (an "
+                                                          "integer >= 0)."),
     block: str = typer.Option(None, "--block", help="Block (= output chunk) for .zarr output, e.g. 8,512,512."),
     scheduler: str = typer.Option(None, "--scheduler", help="dask.distributed scheduler address (.zarr output)."),
     batch_size: str = typer.Option(None, "--batch-size", help="Windows per model call (an integer >= 1)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT (never the input)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Predict class probabilities (or a mask) and print a summary line: voxels, seconds, voxels/s.
+    """Predict class probabilities (or a mask, or object labels) and print a summary line: voxels, seconds, voxels/s.
 
     A .zarr OUTPUT is written block by block with dask (bounded memory, resumable: run the same command again after
     an interruption); other outputs are predicted in memory and written atomically. OUTPUT is never the input (nor
@@ -86,8 +124,8 @@ def predict_command(
     """
     try:
         _predict(model, input, output, tile=tile, halo=halo, tta=tta, blend=blend, threshold=threshold,
-                 foreground_only=foreground_only, block=block, scheduler=scheduler, batch_size=batch_size,
-                 overwrite=overwrite, progress=progress)
+                 foreground_only=foreground_only, instances=instances, min_size=min_size, block=block,
+                 scheduler=scheduler, batch_size=batch_size, overwrite=overwrite, progress=progress)
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
     except Exception as exc:  # every failure is reported as one line, never a traceback
@@ -96,8 +134,9 @@ def predict_command(
 
 
 def _predict(model: str, input: str, output: str, *, tile: str | None, halo: str | None, tta: str | None,
-             blend: str | None, threshold: str | None, foreground_only: bool, block: str | None,
-             scheduler: str | None, batch_size: str | None, overwrite: bool, progress: bool) -> None:
+             blend: str | None, threshold: str | None, foreground_only: bool, instances: str | None,
+             min_size: str | None, block: str | None, scheduler: str | None, batch_size: str | None,
+             overwrite: bool, progress: bool) -> None:
     import numpy as np
 
     from emzoo.io.guard import check_output
@@ -106,12 +145,16 @@ def _predict(model: str, input: str, output: str, *, tile: str | None, halo: str
     cut = _number(threshold, "--threshold", float)
     if cut is not None and foreground_only:
         raise _Usage("--threshold writes a mask and --foreground a probability map; pick one.")
+    method, smallest = _instance_options(instances, min_size, foreground_only)
     kwargs = dict(tile=_ints(tile, "--tile", 1), halo=_ints(halo, "--halo", 0), tta=tta,
                   batch_size=_number(batch_size, "--batch-size", int), progress=progress)
     blocks = _ints(block, "--block", 1)
     zarr_out = _is_zarr(output)
     if not zarr_out and (scheduler or block):
         raise _Usage("--scheduler and --block apply to .zarr output (blockwise prediction).")
+    if zarr_out and method is not None:
+        raise _Usage("--instances is in-memory only for now; write a .tif, .h5:/ds or .npy OUTPUT, or label a .zarr "
+                     "probability map with emzoo.instances().")
     # A .zarr output from an interrupted run with the same arguments is resumed; predict_blockwise decides.
     check_output(output, inputs=[input], overwrite=overwrite or zarr_out)
 
@@ -133,7 +176,13 @@ def _predict(model: str, input: str, output: str, *, tile: str | None, halo: str
             raise ValueError(f"the prediction holds {bad} NaN/Inf value(s); nothing was written to {output}. Check "
                              "the model's weights and the input normalisation.")
         spatial = "ZYX"[-len(shape):]
-        if cut is not None:
+        if method is not None:
+            from emzoo.inference.instances import instances as label_instances
+
+            data = label_instances(foreground(prob), method, threshold=0.5 if cut is None else cut,
+                                   min_size=smallest, sampling=_relative_spacing(volume.voxel_size, len(shape)))
+            axes = spatial
+        elif cut is not None:
             data = (np.argmax(prob, -1) if prob.shape[-1] > 2 else foreground(prob) >= cut).astype(np.uint8)
             axes = spatial
         elif foreground_only:

@@ -8,6 +8,8 @@ Every binarisation is :func:`binarize` (``prob > threshold``).
   specificity, PPV, NPV, background/overall IoU) and multi-class IoU.
 - :mod:`emzoo.metrics.rand_info`: Fiji's thinned V_Rand / V_Info (EM-stellar's "VRand" / "VInfo") and the
   scikit-image adapted Rand error / variation of information for instance label volumes.
+- :mod:`emzoo.metrics.instance`: object-level precision, recall and F1 of instance label images (one-to-one
+  matching by IoU).
 - :mod:`emzoo.metrics.watershed`: Fiji's boundary thinning (FIFO watershed) used by the thinned scores.
 
 :func:`all_metrics` gives one EM-stellar table row.
@@ -27,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from emzoo.metrics._order import true_test_order
+from emzoo.metrics.instance import MatchingScores, matching_scores
 from emzoo.metrics.pixel import (
     ConfusionCounts,
     binarize,
@@ -72,6 +75,8 @@ __all__ = [
     "AdaptedRandError",
     "VariationOfInformation",
     "thinned_labels",
+    "matching_scores",
+    "MatchingScores",
 ]
 
 # EM-stellar's table columns, in its order (emstellar_metrics.csv), then the winning thresholds.

@@ -13,9 +13,8 @@ import emzoo
 from emzoo.hub import compact
 from emzoo.hub.manifest import available_tags, resolve_weights
 from emzoo.inference import foreground
-from emzoo.metrics import all_metrics
 from emzoo.zoo import CARDS, get_card
-from emzoo.zoo.train import TOLERANCE, _eval_options, emzoo_build_from, load_card_split
+from emzoo.zoo.train import TOLERANCE, _eval_options, card_metrics, emzoo_build_from, load_card_split
 
 BUNDLED = sorted(name for name in CARDS
                  if (compact.bundled_dir() / get_card(name).entry / get_card(name).tag / "emzoo.json").is_file())
@@ -62,7 +61,7 @@ def test_bundled_preset_meets_floor(name, shared_data, monkeypatch):
     model = emzoo.load(name)
     raw, labels = load_card_split(shared_data / card.dataset, card.test)
     prob = emzoo.predict(model, raw, progress=False, **_eval_options(card, raw))
-    metrics = all_metrics((labels > 0).astype(np.uint8), np.asarray(foreground(prob)))
+    metrics = card_metrics(card, labels, np.asarray(foreground(prob), np.float32))
     for key, floor in card.floor.items():
         assert metrics[key] >= floor, f"{name}: {key} {metrics[key]:.4f} < floor {floor}"
     meta = model.emzoo_metadata
