@@ -129,3 +129,41 @@ def test_harness_finetune_and_kfold_rows(dataset):
     assert row["status"] == "ok", row["error"]
     assert row["provenance"]["weights"] == "fine-tuned 2 steps, 2-fold mean"
     assert row["params"] == 2 * 1_940_817  # two fold models, both counted
+
+
+def test_given_predictions_are_reference_rows(dataset):
+    labels = dataset.test.labels
+    perfect = labels.astype(np.float32)
+    board = benchmark([], dataset, predictions={"paper": (perfect, "published"), "blank": (0 * perfect, "zeros")},
+                      progress=False)
+    rows = board.set_index("model")
+    assert rows.loc["paper", "f1"] == 1.0 and rows.loc["paper", "vrand"] == 1.0
+    assert rows.loc["blank", "f1"] == 0.0
+    assert rows.loc["paper", "provenance"]["weights"] == "given prediction"
+    with pytest.raises(ValueError, match="shape"):
+        benchmark([], dataset, predictions={"bad": (perfect[:1], "x")}, progress=False)
+
+
+def test_objects_background_scores_the_complement(dataset):
+    labels = dataset.test.labels
+    prob = np.clip(labels + 0.6 * (np.arange(labels.size).reshape(labels.shape) % 7 == 0), 0, 1).astype(np.float32)
+    fg = benchmark([], dataset, predictions={"p": (prob, "x")}, progress=False).iloc[0]
+    bg = benchmark([], dataset, predictions={"p": (prob, "x")}, progress=False, objects="background").iloc[0]
+    from emzoo.metrics import all_metrics
+
+    expected = all_metrics(1 - labels, 1 - prob)
+    assert bg["f1"] == pytest.approx(expected["f1"]) and bg["f1"] != pytest.approx(fg["f1"])
+    with pytest.raises(ValueError, match="objects must be"):
+        benchmark([], dataset, predictions={"p": (prob, "x")}, progress=False, objects="cells")
+
+
+def test_demo_reference_rows_are_emstellar_crops():
+    from emzoo.benchmark.data import demo_dataset_path, load_dataset
+    from emzoo.benchmark.demo import emstellar_references
+
+    refs = emstellar_references()
+    assert len(refs) == 13 and "EM-stellar EM-net_V2_4x" in refs
+    test = load_dataset(demo_dataset_path()).test
+    for prob, source in refs.values():
+        assert prob.shape == test.raw.shape and 0 <= prob.min() and prob.max() <= 1
+        assert "sha256" in source
