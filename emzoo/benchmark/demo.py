@@ -115,6 +115,9 @@ def run_demo(out: str | Path = "demo_out", *, steps: int = DEFAULT_STEPS, progre
         progress=progress,
         predictions=emstellar_references() if pretrained else None,
         keep_probabilities=probs,
+        # Each 256² crop in one window (the bundled presets take any size): no tiling, and a halo would only add
+        # mirrored context that the crop does not have.
+        **({"tile": tuple(dataset.test.raw.shape[1:]), "halo": 0} if pretrained else {}),
     )
     ok = board[(board["status"] == "ok") & board["model"].isin(list(probs))]
     if len(ok):

@@ -142,6 +142,30 @@ def _train(card: ZooCard, data: Path, out: Path, progress: bool) -> dict[str, An
     return record
 
 
+def _free_input(run_dir: Path) -> None:
+    """Make the run's preset take any image size (``input_shape`` with free spatial sides), idempotently.
+
+    The convolutional weights do not depend on the window, and a free model predicts a whole test image in one
+    window: no tiling seams in the scores, and users' large images are tiled by ``emzoo.predict`` at its own size
+    instead of the training patch.
+    """
+    from emzoo.hub.manifest import sha256_file
+
+    config_path, meta_path = run_dir / "config.json", run_dir / "emzoo.json"
+    config = json.loads(config_path.read_text())
+    shape = config["build_kwargs"].get("input_shape")
+    if not shape or all(s is None for s in shape[:-1]):
+        return
+    free = [None] * (len(shape) - 1) + [shape[-1]]
+    config["build_kwargs"]["input_shape"] = free
+    _atomic_json(config_path, config)
+    meta = json.loads(meta_path.read_text())
+    meta["input"]["shape"] = free
+    if "files" in meta:
+        meta["files"]["config.json"] = sha256_file(config_path)
+    _atomic_json(meta_path, meta)
+
+
 def _eval_options(card: ZooCard, test_raw: np.ndarray) -> dict[str, Any]:
     from emzoo.registry import get_entry
 
@@ -175,7 +199,8 @@ def _calibration_batches(model: Any, train: tuple[np.ndarray, np.ndarray], count
     raw = normalize(np.asarray(train[0]), model.emzoo_metadata["normalization"]).astype(np.float32)
     spatial = tuple(model.input_shape[1:-1])
     three_d = len(spatial) == 3
-    size = tuple(min(s or 512, d) for s, d in zip(spatial, raw.shape[-len(spatial):], strict=True))
+    free = 64 if three_d else 256
+    size = tuple(min(s or free, d) for s, d in zip(spatial, raw.shape[-len(spatial):], strict=True))
     rng = np.random.default_rng(0)
     windows = []
     for _ in range(min(count, 4) if three_d else count):
@@ -398,6 +423,7 @@ def train_zoo(
     from emzoo.hub.presets import load
 
     run_dir = out / "run"
+    _free_input(run_dir)
     test = load_card_split(data, card.test)
     report_path = out / "report.json"
     report: dict[str, Any] = json.loads(report_path.read_text()) if report_path.is_file() else {}
