@@ -15,7 +15,16 @@ def _print_board(board, out: Path | None, sort: str) -> None:
 
     Console(width=180).print(Markdown(to_markdown(board, sort=sort)))
     if out is not None:
-        typer.echo(f"wrote {out}/leaderboard.csv, .json, .md, provenance.json, heatmap.png, ballchart.png")
+        names = ("leaderboard.csv", "leaderboard.json", "leaderboard.md", "provenance.json", "heatmap.png",
+                 "ballchart.png", "overlay.png")
+        written = [n for n in names if (out / n).is_file()]  # never report a file that was not written
+        typer.echo(f"wrote {', '.join(f'{out}/{n}' for n in written)}" if written else f"wrote nothing to {out}")
+
+
+def _nothing_scored(board) -> bool:
+    """True when no model row (reference predictions aside) was scored."""
+    models = board[[p.get("weights") != "given prediction" for p in board["provenance"]]]
+    return len(models) == 0 or bool((models["status"] != "ok").all())
 
 
 def benchmark_command(
@@ -51,7 +60,8 @@ def benchmark_command(
     board = benchmark(model, dataset, ensembles=ensemble, finetune=finetune, kfold=kfold, threshold=threshold,
                       tile=tile, halo=halo, tta=tta, sort=sort, seed=seed, out=out)
     _print_board(board, out, sort)
-    if (board["status"] != "ok").all():
+    if _nothing_scored(board):
+        typer.echo("emzoo: error: no model could be scored (see the errors above)", err=True)
         raise typer.Exit(1)
 
 
@@ -64,3 +74,6 @@ def demo_command(
 
     board = run_demo(out, steps=steps or DEFAULT_STEPS)
     _print_board(board, out, "vrand")
+    if _nothing_scored(board):
+        typer.echo("emzoo: error: no model could be scored (see the errors above)", err=True)
+        raise typer.Exit(1)
