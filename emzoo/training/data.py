@@ -236,6 +236,16 @@ def prepare_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """
     labels = np.asarray(labels)
     if num_classes <= 2:
+        values = np.unique(labels) if labels.size <= 50_000_000 else np.unique(labels[::7])
+        nonzero = values[values != 0]
+        if len(nonzero) > 1:
+            # {0, 7, 255} binarised silently would merge classes the user may not mean to merge.
+            warnings.warn(f"labels hold {len(values)} distinct values ({', '.join(map(str, values[:6]))}"
+                          f"{', ...' if len(values) > 6 else ''}) but the model has one foreground class: every "
+                          "non-zero value becomes foreground. Pass num_classes= for class indices.", stacklevel=2)
+        elif len(nonzero) == 0:
+            warnings.warn("the labels hold no foreground at all: the model can only learn to predict background.",
+                          stacklevel=2)
         return (labels > 0).astype(np.uint8)
     out = labels.astype(np.int32)
     top = int(out.max()) if out.size else 0

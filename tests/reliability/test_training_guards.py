@@ -61,3 +61,18 @@ def test_no_fallback_from_val_to_test(tmp_path):
         load_pairs(tmp_path, split="val")
     with pytest.raises(FileNotFoundError, match="has no val/ folder"):
         finetune("unet2d_fb", tmp_path, tmp_path, **TINY)
+
+
+def test_multi_valued_labels_warn_before_binarising():
+    from emzoo.training.data import prepare_labels
+
+    with pytest.warns(UserWarning, match="every non-zero value becomes foreground"):
+        out = prepare_labels(np.array([[0, 7], [255, 0]]), 1)
+    assert out.tolist() == [[0, 1], [1, 0]]
+
+
+def test_all_background_labels_warn():
+    from emzoo.training.data import prepare_labels
+
+    with pytest.warns(UserWarning, match="no foreground at all"):
+        prepare_labels(np.zeros((4, 4), np.uint8), 1)
