@@ -26,7 +26,7 @@ def main() -> None:
     metas = [json.loads(p.read_text()) for p in sorted(ROOT.glob("*/*/emzoo.json"))]
     keys = ("f1", "jaccard", "vrand", "vinfo")
     print("| preset | trained on -> scored on | weights | " + " | ".join(
-        f"{k} (no TTA / TTA)" for k in ("F1", "Jaccard", "VRand", "VInfo")) + " | paper F1 / VRand | CPU time | size |")
+        f"{k} (no TTA / TTA)" for k in ("F1", "Jaccard", "VRand", "VInfo")) + " | paper F1 / VRand | training (wall, 1 thread, shared CPU) | size |")
     print("|---|---|---|" + "---:|" * 4 + "---|---:|---:|")
     total = 0
     for meta in metas:

@@ -67,6 +67,7 @@ def plot_overlay(raw: np.ndarray, labels: np.ndarray, prob: np.ndarray, path: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
 
     from emzoo.benchmark.report import _atomic
 
@@ -75,7 +76,7 @@ def plot_overlay(raw: np.ndarray, labels: np.ndarray, prob: np.ndarray, path: st
     for i, ax in enumerate(axes[0]):
         ax.imshow(raw[i], cmap="gray")
         mask = np.ma.masked_where(prob[i] <= 0.5, np.ones_like(prob[i]))
-        ax.imshow(mask, cmap="spring", alpha=0.35, vmin=0, vmax=1)
+        ax.imshow(mask, cmap=ListedColormap(["magenta"]), alpha=0.35, vmin=0, vmax=1)
         ax.contour(labels[i] > 0, levels=[0.5], colors="lime", linewidths=0.8)
         ax.set_axis_off()
         ax.set_title(f"test slice {i}", fontsize=9)
