@@ -211,14 +211,7 @@ class _Runner:
         return model, {"weights": f"fine-tuned {steps} steps"}
 
     def score(self, prob: np.ndarray, split: Split) -> dict[str, float]:
-        from emzoo.metrics import all_metrics
-
-        if self.options["objects"] == "background":
-            # Boundary maps (ISBI protocol): the objects are the regions between boundaries, so every metric is
-            # scored on 1 - p against 1 - labels.
-            return all_metrics(1 - np.asarray(split.labels), 1 - np.asarray(prob, np.float32),
-                               threshold=self.options["threshold"])
-        return all_metrics(split.labels, prob, threshold=self.options["threshold"])
+        return score_objects(split.labels, prob, objects=self.options["objects"], threshold=self.options["threshold"])
 
     def run_model(self, spec: ModelSpec) -> dict[str, Any]:
         start = time.perf_counter()
@@ -273,6 +266,20 @@ class _Runner:
         row["provenance"] = {"weights": f"{mode} of {', '.join(members)}", "members": list(members),
                              "combination": rule, "wall_s": time.perf_counter() - start}
         return row
+
+
+def score_objects(labels: np.ndarray, prob: np.ndarray, *, objects: str = "foreground",
+                  threshold: float = 0.5) -> dict[str, float]:
+    """:func:`emzoo.metrics.all_metrics` of a prediction, on the foreground or on the regions between boundaries.
+
+    With ``objects="background"`` (boundary labels, ISBI 2012 / Fiji protocol) the objects are the regions between
+    boundaries, so every metric is computed on ``1 - p`` against ``1 - labels``.
+    """
+    from emzoo.metrics import all_metrics
+
+    if objects == "background":
+        return all_metrics(1 - np.asarray(labels), 1 - np.asarray(prob, np.float32), threshold=threshold)
+    return all_metrics(labels, prob, threshold=threshold)
 
 
 def benchmark(

@@ -34,12 +34,14 @@ from typing import Any
 
 import numpy as np
 
+from emzoo.hub.manifest import WEIGHT_FILES
+
 __all__ = [
     "COMPACT_FILE", "ENCODINGS", "MIN_QUANTIZED", "quantize_int8", "encode_weights", "decode_weights",
     "write_compact_preset", "bundled_dir", "bundled_location", "preset_file_hashes", "layer_signature",
 ]
 
-COMPACT_FILE = "model.weights.compact.h5"
+COMPACT_FILE = WEIGHT_FILES[1]
 ENCODINGS = ("int8", "float16")
 #: Arrays smaller than this stay float32 (they cost nothing and hold the sensitive per-channel parameters).
 MIN_QUANTIZED = 1024

@@ -42,6 +42,9 @@ __all__ = [
 
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 
+#: A preset's weights: Keras' float file, or the compact form of the bundled presets (:mod:`emzoo.hub.compact`).
+WEIGHT_FILES = ("model.weights.h5", "model.weights.compact.h5")
+
 
 def _packaged_dir() -> Path:
     # A source checkout (editable install) keeps the manifest at the repository root; a wheel installs it as
@@ -248,7 +251,7 @@ def validate_manifest(data: Any, *, source: str = "manifest") -> dict[str, Any]:
         _validate(data, schema, schema, "manifest")
         # Rules the schema subset cannot say: a weights file in every tag; no revision only for bundled presets.
         for tag, record in data["tags"].items():
-            if not {"model.weights.h5", "model.weights.compact.h5"} & set(record["files"]):
+            if not set(WEIGHT_FILES) & set(record["files"]):
                 raise ValueError(f"manifest.tags.{tag}.files: no weights file (model.weights.h5 or "
                                  "model.weights.compact.h5)")
             if record.get("revision") is None and not record.get("bundled"):
@@ -393,7 +396,7 @@ def tag_record(
     ``trained_on``, ``metrics`` and ``license`` are copied from the preset's ``emzoo.json`` when present.
     """
     files = file_record(directory)
-    if "config.json" not in files or not {"model.weights.h5", "model.weights.compact.h5"} & set(files):
+    if "config.json" not in files or not set(WEIGHT_FILES) & set(files):
         raise FileNotFoundError(f"{directory} has no config.json and weights file; it is not an emzoo preset (write "
                                 "one with emzoo.save_preset()).")
     meta_path = Path(directory) / "emzoo.json"

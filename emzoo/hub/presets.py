@@ -33,14 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from emzoo.hub.download import fetch_hub_file, fetch_release, find_in_mirror
-from emzoo.hub.manifest import WeightsSpec, find_release, resolve_weights
+from emzoo.hub.manifest import WEIGHT_FILES, WeightsSpec, find_release, resolve_weights
 
 __all__ = ["save_preset", "load", "read_preset_metadata", "PRESET_FILES", "METADATA_KEYS"]
 
 FORMAT = "emzoo.preset/1"
 PRESET_FILES = ("config.json", "model.weights.h5", "emzoo.json", "README.md")
-_LOAD_FILES = ("config.json", "model.weights.h5", "model.weights.compact.h5", "emzoo.json")
-_WEIGHT_FILES = ("model.weights.h5", "model.weights.compact.h5")
+_LOAD_FILES = ("config.json", *WEIGHT_FILES, "emzoo.json")
 
 #: Keywords :func:`save_preset` accepts as metadata (anything else goes in ``extra=``).
 METADATA_KEYS = (
@@ -425,14 +424,14 @@ def _hub_files(uri: str, entry: str | None) -> tuple[dict[str, Path], str]:
                   "(safe mode, no code runs).", stacklevel=3)
     files = {}
     for name in _LOAD_FILES:
-        if name == "model.weights.compact.h5" and "model.weights.h5" in files:
+        if name == WEIGHT_FILES[1] and WEIGHT_FILES[0] in files:
             continue
         # Only config.json is required up front; of the two weight files one must exist (checked below).
         path = find_in_mirror(repo_id, name) or fetch_hub_file(
             repo_id, name, revision=revision or "main", what=f"{uri}: {name}", optional=name != "config.json")
         if path is not None:
             files[name] = path
-    if not any(n in files for n in _WEIGHT_FILES):
+    if not any(n in files for n in WEIGHT_FILES):
         raise FileNotFoundError(f"{uri} holds no model.weights.h5 (or model.weights.compact.h5); it is not an emzoo "
                                 "preset.")
     return files, uri
@@ -440,7 +439,7 @@ def _hub_files(uri: str, entry: str | None) -> tuple[dict[str, Path], str]:
 
 def _local_files(directory: Path) -> dict[str, Path]:
     missing = [n for n in ("config.json",) if not (directory / n).is_file()]
-    if not any((directory / n).is_file() for n in _WEIGHT_FILES):
+    if not any((directory / n).is_file() for n in WEIGHT_FILES):
         missing.append("model.weights.h5")
     if missing:
         raise FileNotFoundError(f"{directory} is not an emzoo preset folder (no {', '.join(missing)}); write one "
@@ -509,7 +508,7 @@ def _from_files(files: dict[str, Path], *, label: str, entry: str | None, overri
             from emzoo.hub.compact import decode_weights
 
             decoded_dir = Path(tempfile.mkdtemp(prefix="emzoo_decoded_"))
-            weights_file = decode_weights(files["model.weights.compact.h5"], decoded_dir / "model.weights.h5")
+            weights_file = decode_weights(files[WEIGHT_FILES[1]], decoded_dir / WEIGHT_FILES[0])
         with warnings.catch_warnings():
             # A failed load warns once per variable before raising; the error below says it in one line.
             warnings.simplefilter("ignore")

@@ -233,12 +233,10 @@ def _score_snapshot(card: ZooCard, run_dir: Path, snapshot: Path, test: tuple[np
 
 def card_metrics(card: ZooCard, labels: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     """The harness metrics of a card's test prediction (on the objects the card scores)."""
-    from emzoo.metrics import all_metrics
+    from emzoo.benchmark.harness import score_objects
 
     labels = (np.asarray(labels) > 0).astype(np.uint8)
-    if card.objects == "background":
-        labels, prob = 1 - labels, 1 - prob
-    return {k: float(v) for k, v in all_metrics(labels, prob).items()}
+    return {k: float(v) for k, v in score_objects(labels, prob, objects=card.objects).items()}
 
 
 _METRIC_NAMES = {"f1": "F1", "jaccard": "Jaccard", "vrand": "VRand (thinned)", "vinfo": "VInfo (thinned)",
@@ -360,13 +358,13 @@ def _manifest_record(preset: Path, card: ZooCard) -> dict[str, Any]:
 
 
 def _bundle(preset: Path, card: ZooCard, record: dict[str, Any]) -> Path:
-    from emzoo.hub.compact import bundled_dir
+    from emzoo.hub.compact import COMPACT_FILE, bundled_dir
     from emzoo.hub.manifest import update_manifest
     from emzoo.io.atomic import atomic_dir
 
     target = bundled_dir() / card.entry / card.tag
     with atomic_dir(target) as tmp:
-        for name in ("config.json", "model.weights.compact.h5", "emzoo.json", "README.md"):
+        for name in ("config.json", COMPACT_FILE, "emzoo.json", "README.md"):
             shutil.copyfile(preset / name, tmp / name)
     update_manifest(card.entry, card.tag, record)
     return target
