@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _API = {
     "list_models": "emzoo.registry",
     "build": "emzoo.registry",
-    "info": "emzoo.registry",
+    "info": "emzoo.catalog",
     "EntryInfo": "emzoo.registry",
     "count_flops": "emzoo.flops",
     "load": "emzoo.hub.presets",

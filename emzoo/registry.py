@@ -26,9 +26,58 @@ __all__ = [
     "get_entry",
     "build",
     "info",
+    "entry_info",
     "split_name_tag",
     "check_input_shape",
+    "MODEL_KINDS",
+    "model_kind",
+    "model_kind_of",
 ]
+
+#: The three kinds of model, spelled as ``EntryInfo.dims``: one image in and out, a stack of frames in and the centre
+#: image out (CDeep3M 3fm/5fm), a volume in and out.
+MODEL_KINDS = ("2D", "3D->2D", "3D")
+# Other spellings still in use (training's ``mode``, inference's ``Runner.kind``), lower-cased, to the one above.
+_KIND_SPELLINGS = {"2d": "2D", "3d->2d": "3D->2D", "multiframe": "3D->2D", "multi-frame": "3D->2D",
+                   "frames": "3D->2D", "3d": "3D"}
+
+
+def model_kind(spelling: str) -> str:
+    """The registry's spelling (one of :data:`MODEL_KINDS`) of any spelling of a model kind used in emzoo.
+
+    Raises
+    ------
+    ValueError
+        For a string that names no kind, listing the accepted ones.
+
+    Examples
+    --------
+    >>> model_kind("2d"), model_kind("frames"), model_kind("multiframe"), model_kind("3D")
+    ('2D', '3D->2D', '3D->2D', '3D')
+    """
+    kind = _KIND_SPELLINGS.get(str(spelling).lower())
+    if kind is None:
+        raise ValueError(f"unknown model kind {spelling!r}; use one of {', '.join(MODEL_KINDS)} "
+                         f"(or {', '.join(sorted(_KIND_SPELLINGS))}).")
+    return kind
+
+
+def model_kind_of(model: Any) -> str:
+    """The kind of a built model, from the ranks of its first input and output (one of :data:`MODEL_KINDS`).
+
+    Examples
+    --------
+    >>> model_kind_of(build("cdeep3m_5fm", input_shape=(5, 32, 32, 1)))  # doctest: +SKIP
+    '3D->2D'
+    """
+    in_rank = len(model.inputs[0].shape) - 2
+    outputs = model.outputs
+    out_rank = len((outputs[0] if isinstance(outputs, (list, tuple)) else outputs).shape) - 2
+    kinds = {(2, 2): "2D", (3, 2): "3D->2D", (3, 3): "3D"}
+    if (in_rank, out_rank) not in kinds:
+        raise ValueError(f"model {model.name!r} maps {in_rank}D inputs to {out_rank}D outputs; emzoo's models are "
+                         f"{', '.join(MODEL_KINDS)}.")
+    return kinds[(in_rank, out_rank)]
 
 
 @dataclass(frozen=True)
@@ -68,7 +117,8 @@ class EntryInfo:
     test_input_shape : tuple of int
         Smallest convenient input for smoke tests (derived from ``divisor`` unless the builder needs more).
     weights : tuple of str
-        Published weight tags (filled by :func:`info` from the weights manifest).
+        Published weight tags, default first: filled by :func:`emzoo.info` from the weights manifest, empty in the
+        registry's own record (:func:`entry_info`).
     """
 
     name: str
@@ -100,8 +150,8 @@ class EntryInfo:
 
         Examples
         --------
-        >>> round(info("unet2d_fb").gflops_at((512, 512)), 2)
-        24.11
+        >>> round(entry_info("unet2d_fb").gflops_at((512, 512)), 1)
+        24.1
         """
         reference = self.flops_input[1:-1]
         if len(spatial) != len(reference):
@@ -146,14 +196,14 @@ def register_entry(
     ...                 gflops=0.0, paper="-", reference="-")  # doctest: +SKIP
     ... def toy_net(input_shape=(16, 16, 1), num_classes=1, **kw): ...
     """
-    if dims not in ("2D", "3D", "3D->2D"):
-        raise ValueError(f"dims must be '2D', '3D' or '3D->2D', got {dims!r}")
+    if dims not in MODEL_KINDS:
+        raise ValueError(f"dims must be one of {', '.join(MODEL_KINDS)}, got {dims!r}")
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         name = fn.__name__
         if name in _REGISTRY:
             warnings.warn(f"emzoo entry {name!r} registered twice; the second registration wins", stacklevel=2)
-        entry_info = EntryInfo(
+        record = EntryInfo(
             name=name,
             family=family,
             dims=dims,
@@ -170,7 +220,7 @@ def register_entry(
             output_names=tuple(output_names),
             test_input_shape=tuple(test_input_shape) if test_input_shape else _small_shape(input_shape, divisor),
         )
-        _REGISTRY[name] = _Entry(fn=fn, info=entry_info)
+        _REGISTRY[name] = _Entry(fn=fn, info=record)
         module = __import__(fn.__module__, fromlist=["__all__"])
         all_list = getattr(module, "__all__", None)
         if isinstance(all_list, list) and name not in all_list:
@@ -247,19 +297,29 @@ def get_entry(name: str) -> _Entry:
     return _REGISTRY[entry]
 
 
-def info(name: str) -> EntryInfo:
-    """Facts of one entry: reference, input spec, documented params/FLOPs and which weights exist.
+def entry_info(name: str) -> EntryInfo:
+    """Registered facts of one entry: reference, input spec, documented params/FLOPs (``weights`` left empty).
+
+    The published weight tags live in the hub's manifest, which the registry does not read (it is a leaf every
+    module may import); :func:`emzoo.info` returns the record with them.
 
     Examples
     --------
-    >>> info("unet").params
+    >>> entry_info("unet").params
     31031685
     """
-    from emzoo.hub.manifest import available_tags
+    return get_entry(name).info
 
-    entry = get_entry(name)
-    tags = tuple(available_tags(entry.info.name))
-    return EntryInfo(**{**entry.info.to_dict(), "weights": tags})
+
+def info(name: str) -> EntryInfo:
+    """Deprecated: use :func:`emzoo.info` (with published weights) or :func:`entry_info` (registry facts only).
+
+    Returns :func:`entry_info`, so ``weights`` is empty: the registry no longer reads the weights manifest.
+    """
+    warnings.warn("emzoo.registry.info is deprecated and no longer lists published weights: call emzoo.info(name) "
+                  "for the full record, or emzoo.registry.entry_info(name) for the registry's facts only.",
+                  DeprecationWarning, stacklevel=2)
+    return entry_info(name)
 
 
 def check_input_shape(

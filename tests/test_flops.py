@@ -227,6 +227,8 @@ def _mixed_model() -> keras.Model:
         ("segnet@64", lambda: emzoo.build("segnet", input_shape=(64, 64, 1))),
         ("segnet_indices@64", lambda: emzoo.build("segnet_indices", input_shape=(64, 64, 1))),
         ("resnet50_unet@64", lambda: emzoo.build("resnet50_unet", input_shape=(64, 64, 1))),
+        # a 3D entry: Conv3D, and Conv3DTranspose through its adjoint
+        ("unet3d_fb@16", lambda: emzoo.build("unet3d_fb", input_shape=(16, 16, 16, 1))),
         ("mixed 2D/3D", _mixed_model),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
@@ -239,6 +241,25 @@ def test_count_flops_agrees_with_tensorflow_profiler(name, build):
     print(f"\n[flops] {name}: profiler {profiled:,} / analytic {analytic:,} = {ratio:.6f}  {by_type}")
     assert analytic > 0
     assert ratio == pytest.approx(1.0, abs=TOLERANCE)
+
+
+@pytest.mark.parametrize("strides, dilation", [(2, 2), (4, 2), (4, 4), (8, 8)])
+def test_dilated_transpose_count_macs_agrees_with_profiler(strides, dilation):
+    """The CDeep3M heads' DilatedConv2DTranspose counts itself (``count_macs``, native MACs); the profiler agrees.
+
+    The heads' kernel is 2 x stride, as here. TensorFlow runs a conv with dilation > 1 as SpaceToBatchND + conv on a
+    block-padded input, and the profiler counts that padding, so the check uses dilations that divide the stride:
+    each polyphase sub-convolution then has dilation 1 and the profiler counts exactly the sum the layer computes.
+    The rule (input pixels x k² x C_in x C_out) does not depend on the dilation.
+    """
+    from emzoo.layers.dilated_conv_transpose import DilatedConv2DTranspose
+
+    x = keras.Input((6, 5, 3))
+    layer = DilatedConv2DTranspose(2, 2 * strides, strides=strides, dilation_rate=dilation, padding="same")
+    model = keras.Model(x, layer(x))
+    profiled, by_type = _profiler_mac_flops(model)
+    assert count_flops(model).flops == profiled == 2 * 6 * 5 * (2 * strides) ** 2 * 3 * 2
+    assert set(by_type) == {"Conv2D"}
 
 
 def test_profiler_check_is_not_vacuous():

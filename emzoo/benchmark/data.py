@@ -4,18 +4,15 @@ the layout of ``shared/data``, or explicit file pairs."""
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Split", "Dataset", "load_dataset", "demo_dataset_path", "array_sha256"]
+from emzoo.io.dataset import RAW_STEMS, SPLITS, SUFFIXES, dataset_metadata, split_files
 
-_RAW_STEMS = ("raw", "image", "images")
-_LABEL_STEMS = ("labels", "label", "gt", "groundtruth", "masks")
-_EXTENSIONS = (".tif", ".tiff", ".h5", ".hdf5", ".zarr", ".npy", ".mrc", ".png")
+__all__ = ["Split", "Dataset", "load_dataset", "demo_dataset_path", "array_sha256"]
 
 
 @dataclass(frozen=True)
@@ -59,17 +56,6 @@ def array_sha256(*arrays: np.ndarray | None) -> str:
 def demo_dataset_path() -> Path:
     """The small real sample shipped inside the package (cardiac mitochondria, 256x256 crops)."""
     return Path(__file__).resolve().parents[1] / "data" / "cardiac_mito_sample"
-
-
-def _find(folder: Path, stems: tuple[str, ...]) -> Path | None:
-    for stem in stems:
-        for ext in _EXTENSIONS:
-            candidate = folder / f"{stem}{ext}"
-            if candidate.exists():
-                return candidate
-        if (folder / stem).is_dir():  # a folder of slices
-            return folder / stem
-    return None
 
 
 def _read(path: str | Path) -> np.ndarray:
@@ -136,23 +122,17 @@ def load_dataset(
         folder = Path(source)
         if not folder.is_dir():
             raise FileNotFoundError(f"dataset folder {folder} does not exist; pass a folder with train/ and test/.")
-        name = folder.name
-        if (folder / "dataset.json").is_file():
-            meta = json.loads((folder / "dataset.json").read_text())
-            name = meta.get("name", name)
-        for split in ("train", "val", "test"):
-            sub = folder / split
-            if not sub.is_dir():
+        name, meta = dataset_metadata(folder)
+        for split in SPLITS:
+            if not (folder / split).is_dir():
                 continue
-            raw = _find(sub, _RAW_STEMS)
-            labels = _find(sub, _LABEL_STEMS)
-            if raw is None:
-                raise FileNotFoundError(
-                    f"{sub} holds no raw image (looked for {'/'.join(_RAW_STEMS)} with {', '.join(_EXTENSIONS)})."
-                )
-            if labels is None and split != "train":
+            files = split_files(folder, split)
+            if files.raw is None:
+                raise FileNotFoundError(f"{folder / split} holds no raw image (looked for {'/'.join(RAW_STEMS)} with "
+                                        f"{', '.join(SUFFIXES)}).")
+            if files.labels is None and split != "train":
                 continue  # an unlabelled test/val split cannot be scored
-            splits[split] = load_split(raw, labels)
+            splits[split] = load_split(files.raw, files.labels)
     for split, pair in (("train", train), ("val", val), ("test", test)):
         if pair is not None:
             splits[split] = load_split(*pair)

@@ -26,9 +26,9 @@ DEMO_FINETUNE = {"batch_size": 4, "patch_size": 128}
 
 
 def _gflops_per_megapixel(name: str) -> float:
-    from emzoo.registry import info
+    from emzoo.registry import entry_info
 
-    meta = info(name)
+    meta = entry_info(name)
     return meta.gflops / (math.prod(meta.flops_input[1:-1]) / 1e6)
 
 
@@ -39,7 +39,8 @@ def demo_models(count: int = 2) -> tuple[list[str], bool]:
     -------
     (names, pretrained) : (list of str, bool)
     """
-    from emzoo.registry import info, list_models
+    from emzoo.catalog import info
+    from emzoo.registry import list_models
 
     candidates = [n for n in list_models() if info(n).dims == "2D" and info(n).num_classes == 1]
     pretrained = [n for n in candidates if info(n).weights]

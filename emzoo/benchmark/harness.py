@@ -21,11 +21,9 @@ import numpy as np
 import pandas as pd
 
 from emzoo.benchmark.data import Dataset, Split, array_sha256, load_dataset
+from emzoo.benchmark.report import METRIC_COLUMNS, write_outputs
 
 __all__ = ["ModelSpec", "parse_model_spec", "benchmark", "METRIC_COLUMNS"]
-
-# Leaderboard columns, in the order of the EM-stellar table.
-METRIC_COLUMNS = ("vrand", "vinfo", "f1", "jaccard", "accuracy", "sensitivity", "specificity", "ppv", "npv")
 _ENSEMBLE_MODES = {"avg": "average", "average": "average", "majority": "majority"}
 
 
@@ -103,12 +101,12 @@ def _cost(source: str) -> tuple[float, str]:
     2D entries are compared at one common input, 1x512x512x1 (exact: they are fully convolutional); volumetric
     entries at their own reference input.
     """
-    from emzoo.registry import info
+    from emzoo.registry import entry_info
 
     entry = _entry_of(source)
     if entry is None:
         return math.nan, ""
-    meta = info(entry)
+    meta = entry_info(entry)
     if meta.dims == "2D":
         return meta.gflops_at((512, 512)), "1x512x512x1"
     return meta.gflops, "x".join(map(str, meta.flops_input))
@@ -413,8 +411,6 @@ def benchmark(
         keep_probabilities.update(runner.test_probs)
     board = _to_frame(rows, sort)
     if out is not None:
-        from emzoo.benchmark.report import write_outputs
-
         write_outputs(board, Path(out), sort=sort)
     return board
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,24 +11,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emzoo.benchmark.harness import METRIC_COLUMNS
+from emzoo.io.atomic import atomic_file
 
-__all__ = ["write_outputs", "to_markdown", "plot_heatmap", "plot_ballchart"]
+__all__ = ["METRIC_COLUMNS", "write_outputs", "to_markdown", "plot_heatmap", "plot_ballchart"]
+
+# Leaderboard columns, in the order of the EM-stellar table. Defined here, beside their titles, so the harness
+# (which fills them) imports the report and not the other way round.
+METRIC_COLUMNS = ("vrand", "vinfo", "f1", "jaccard", "accuracy", "sensitivity", "specificity", "ppv", "npv")
 
 _TITLES = {"vrand": "VRand", "vinfo": "VInfo", "f1": "F1", "jaccard": "Jaccard", "accuracy": "Accuracy",
            "sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV", "npv": "NPV"}
 
 
 def _atomic(path: Path, write: Callable[[str], Any]) -> None:
-    """Write through a temporary file in the same folder, then rename, so no half-written file is ever visible."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Call ``write(tmp)`` and rename ``tmp`` to ``path`` (:func:`emzoo.io.atomic.atomic_file`): no half-written
+    file is ever visible."""
+    with atomic_file(path) as tmp:
+        write(str(tmp))
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -44,7 +44,8 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List every entry: dims, params, GFLOPs (at the input shown), classes and paper."""
-    from emzoo.registry import info, list_models
+    from emzoo.catalog import info
+    from emzoo.registry import list_models
 
     rows = [info(name) for name in list_models(pattern)]
     if as_json:
@@ -66,8 +67,9 @@ def info_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Every fact of one entry: reference, input spec, params, FLOPs and the input they were counted at, weights."""
+    from emzoo.blocks import output_activation
+    from emzoo.catalog import info
     from emzoo.hub.manifest import manifest_dir, resolve_weights
-    from emzoo.registry import info
 
     r = info(name)
     if as_json:
@@ -79,7 +81,7 @@ def info_command(
         ("dims", r.dims),
         ("input shape", f"{_shape(r.input_shape)}  (channels last{', z first' if r.dims != '2D' else ''}; "
                         f"spatial sides divisible by {_shape(r.divisor) if r.divisor else 1})"),
-        ("classes", f"{r.num_classes} ({'sigmoid' if r.num_classes == 1 else 'softmax'})"),
+        ("classes", f"{r.num_classes} ({output_activation(r.num_classes)})"),
         ("outputs", ", ".join(r.output_names) or "1"),
         ("params", f"{r.params:,}" + (f" ({r.trainable_params:,} trainable)" if r.trainable_params else "")),
         ("FLOPs", f"{r.gflops:.2f} GFLOPs (2 x MACs of conv/deconv/dense) at input {_shape(r.flops_input)}"),

@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from emzoo.hub.manifest import FileSpec, WeightsSpec, check_filename, resolve_weights, sha256_file
+from emzoo.io.atomic import atomic_file
 
 __all__ = [
     "offline",
@@ -238,15 +238,8 @@ def fetch_release(release: WeightsSpec, files: tuple[str, ...] | None = None) ->
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_file(dest) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def download_to_mirror(names: list[str], directory: str | os.PathLike[str]) -> list[tuple[str, Path, str]]:

@@ -3,8 +3,8 @@
 Each file maps the entry's weight tags to a Hugging Face Hub repo pinned at a 40-hex commit, with the sha256 and
 size of every file of the preset, what the weights were trained on and their measured metrics (shape:
 ``{"entry": "unet", "tags": {"cardiac_mito": {"repo_id": ..., "revision": ..., "files": {...}, ...}}}``). The files
-are validated against ``weights_manifest/schema.json`` by a small hand-written JSON Schema validator (no extra
-dependency), and file names are checked on their own so a manifest cannot point outside the preset folder.
+are validated against ``weights_manifest/schema.json`` with :mod:`jsonschema` (draft 2020-12), and file names are
+checked on their own so a manifest cannot point outside the preset folder.
 
 A bare entry name means its default tag: the tag marked ``"default": true``, else the first one (timm's rule).
 ``EMZOO_MANIFEST_DIR`` replaces the packaged folder (the tests use temporary manifests).
@@ -18,7 +18,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -158,61 +157,42 @@ def check_filename(name: str, *, where: str = "manifest") -> str:
     return name
 
 
-def _type_ok(value: Any, kind: str) -> bool:
-    checks = {
-        "object": lambda v: isinstance(v, dict),
-        "array": lambda v: isinstance(v, list),
-        "string": lambda v: isinstance(v, str),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        "boolean": lambda v: isinstance(v, bool),
-        "null": lambda v: v is None,
-    }
-    return checks[kind](value)
+def _describe(error: Any) -> str:
+    """One line for a :mod:`jsonschema` error: where (``manifest.tags.x.revision``) and what is expected.
+
+    Worded from the error's structured fields (``validator``, ``validator_value``, ``instance``), never its text.
+    """
+    path = "manifest" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    kind, expected, value = error.validator, error.validator_value, error.instance
+    if kind == "required":
+        missing = [k for k in expected if k not in value]
+        return f"{path}: missing required key {missing[0]!r}"
+    if kind == "additionalProperties" and expected is False:
+        allowed = list(error.schema.get("properties", {}))
+        unknown = [k for k in value if k not in allowed]
+        return f"{path}: unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})"
+    if kind == "minProperties":
+        return f"{path}: must have at least {expected} key(s)"
+    if kind == "minimum":
+        return f"{path}: {value} is below the minimum {expected}"
+    if kind == "minLength":
+        return f"{path}: must not be empty"
+    if kind == "pattern":
+        return f"{path}: {value!r} does not match the pattern {expected!r}"
+    if kind == "type":
+        kinds = [expected] if isinstance(expected, str) else expected
+        return f"{path}: expected {' or '.join(kinds)}, got {type(value).__name__} {value!r}"
+    return f"{path}: {error.message}"
 
 
-def _validate(value: Any, schema: dict[str, Any], root: dict[str, Any], path: str) -> None:
-    """Check ``value`` against the JSON Schema subset used by ``schema.json``; raise ValueError at the first fault."""
-    if "$ref" in schema:
-        target: Any = root
-        for part in schema["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        _validate(value, target, root, path)
-        return
-    kinds = schema.get("type")
-    if kinds is not None:
-        kinds = [kinds] if isinstance(kinds, str) else kinds
-        if not any(_type_ok(value, k) for k in kinds):
-            raise ValueError(f"{path}: expected {' or '.join(kinds)}, got {type(value).__name__} {value!r}")
-    if "enum" in schema and value not in schema["enum"]:
-        raise ValueError(f"{path}: {value!r} is not one of {schema['enum']}")
-    if isinstance(value, str):
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            raise ValueError(f"{path}: {value!r} does not match the pattern {schema['pattern']!r}")
-        if len(value) < schema.get("minLength", 0):
-            raise ValueError(f"{path}: must not be empty")
-    if _type_ok(value, "number") and "minimum" in schema and value < schema["minimum"]:
-        raise ValueError(f"{path}: {value} is below the minimum {schema['minimum']}")
-    if isinstance(value, list) and "items" in schema:
-        for i, item in enumerate(value):
-            _validate(item, schema["items"], root, f"{path}[{i}]")
-    if isinstance(value, dict):
-        for key in schema.get("required", ()):
-            if key not in value:
-                raise ValueError(f"{path}: missing required key {key!r}")
-        if len(value) < schema.get("minProperties", 0):
-            raise ValueError(f"{path}: must have at least {schema['minProperties']} key(s)")
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for key, item in value.items():
-            if "propertyNames" in schema:
-                _validate(key, schema["propertyNames"], root, f"{path} key {key!r}")
-            if key in props:
-                _validate(item, props[key], root, f"{path}.{key}")
-            elif extra is False:
-                raise ValueError(f"{path}: unknown key {key!r} (allowed: {', '.join(props)})")
-            elif isinstance(extra, dict):
-                _validate(item, extra, root, f"{path}.{key}")
+def _validate(data: Any, schema: dict[str, Any]) -> None:
+    """Check ``data`` against ``schema`` (JSON Schema 2020-12); raise ValueError describing the most relevant fault."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        raise ValueError(_describe(error))
 
 
 def validate_manifest(data: Any, *, source: str = "manifest") -> dict[str, Any]:
@@ -248,8 +228,8 @@ def validate_manifest(data: Any, *, source: str = "manifest") -> dict[str, Any]:
                     check_filename(name, where=f"{source} tag {tag!r}")
     schema = _schema()
     try:
-        _validate(data, schema, schema, "manifest")
-        # Rules the schema subset cannot say: a weights file in every tag; no revision only for bundled presets.
+        _validate(data, schema)
+        # Rules the schema does not say: a weights file in every tag; no revision only for bundled presets.
         for tag, record in data["tags"].items():
             if not set(WEIGHT_FILES) & set(record["files"]):
                 raise ValueError(f"manifest.tags.{tag}.files: no weights file (model.weights.h5 or "
@@ -353,7 +333,8 @@ def resolve_weights(entry: str, tag: str | None = None) -> WeightsSpec:
 def find_release(repo_id: str, revision: str | None = None, entry: str | None = None) -> WeightsSpec | None:
     """The manifest release of a Hub repo (at ``revision`` if given), searching one entry or every manifest file."""
     folder = manifest_dir()
-    names = [entry] if entry else sorted(p.stem for p in folder.glob("*.json") if p.name != "schema.json")
+    names = [entry] if entry else sorted(p.stem for p in folder.glob("*.json")
+                                   if p.name != "schema.json" and not p.name.startswith("."))  # "." = a write under way
     for name in names:
         data = load_manifest(name)
         for tag, record in (data or {}).get("tags", {}).items():
@@ -433,14 +414,9 @@ def update_manifest(entry: str, tag: str, record: dict[str, Any], *, folder: str
         record = {**record, "bundled": old["bundled"]}  # a push of the bundled files keeps their location
     data["tags"][tag] = record
     validate_manifest(data, source=str(path))
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{entry}.", suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Imported here: emzoo.io pulls in numpy, which reading a manifest (e.g. for `emzoo list`) does not need.
+    from emzoo.io.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
     return path

@@ -21,23 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from emzoo.io.volume import Volume, check_array, split_uri
+# want_lazy and LAZY_BYTES live in volume.py so the format readers, which core dispatches to, need not import core.
+from emzoo.io.volume import LAZY_BYTES, Volume, check_array, split_uri, want_lazy
 
 __all__ = ["read", "write", "want_lazy", "LAZY_BYTES", "READ_SUFFIXES"]
-
-#: Inputs larger than this many bytes are read lazily (as dask arrays) when ``lazy=None``.
-LAZY_BYTES = 1 << 30
 
 _HDF5 = (".h5", ".hdf5", ".hdf", ".he5")
 _TIFF = (".tif", ".tiff")
 READ_SUFFIXES = (*_TIFF, *_HDF5, ".zarr", ".npy", ".png", ".mrc", ".mrcs", ".map", ".rec", ".st", ".ali", ".ccp4")
-
-
-def want_lazy(lazy: bool | None, shape: tuple[int, ...], dtype: Any) -> bool:
-    """Resolve ``lazy=None`` to True for arrays larger than :data:`LAZY_BYTES`."""
-    if lazy is not None:
-        return bool(lazy)
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize > LAZY_BYTES
 
 
 def _kind(path: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from emzoo.io.atomic import atomic_file
-from emzoo.io.volume import Volume
+from emzoo.io.volume import Volume, want_lazy
 
 __all__ = ["read_mrc", "write_mrc", "MRC_SUFFIXES"]
 
@@ -23,7 +23,6 @@ def read_mrc(path: str, *, lazy: bool | None = None) -> Volume:
     """
     import mrcfile
 
-    from emzoo.io.core import want_lazy
 
     with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
         header = mrc.header

@@ -8,14 +8,13 @@ from typing import Any
 import numpy as np
 
 from emzoo.io.atomic import atomic_file
-from emzoo.io.volume import Volume
+from emzoo.io.volume import Volume, want_lazy
 
 __all__ = ["read_npy", "write_npy"]
 
 
 def read_npy(path: str, *, lazy: bool | None = None) -> Volume:
     """Read a ``.npy`` file; axes are guessed from the rank (``YX``, ``ZYX``, ``ZYXC``)."""
-    from emzoo.io.core import want_lazy
 
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from emzoo.io.atomic import atomic_dir
-from emzoo.io.volume import Volume
+from emzoo.io.volume import Volume, want_lazy
 
 __all__ = ["read_slices", "write_slices", "natural_key", "SLICE_SUFFIXES"]
 
@@ -77,7 +77,6 @@ def read_slices(folder: str, *, lazy: bool | None = None) -> Volume:
     ValueError
         If the slices differ in shape or dtype (a ragged folder), naming the first odd one.
     """
-    from emzoo.io.core import want_lazy
 
     files = _slice_files(Path(folder))
     shape, dtype = _header(files[0])

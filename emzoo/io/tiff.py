@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from emzoo.io.atomic import atomic_file
-from emzoo.io.volume import Volume
+from emzoo.io.volume import Volume, want_lazy
 
 __all__ = ["read_tiff", "write_tiff", "canonical_axes", "UNIT_NM"]
 
@@ -79,7 +79,6 @@ def read_tiff(path: str, *, lazy: bool | None = None) -> Volume:
     """Read a (multi-page) TIFF as a :class:`Volume`; ``lazy=True`` (or auto for > 1 GiB) reads pages on demand."""
     import tifffile
 
-    from emzoo.io.core import want_lazy
 
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]

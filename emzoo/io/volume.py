@@ -9,7 +9,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Volume", "check_array", "is_lazy", "split_uri"]
+__all__ = ["Volume", "check_array", "is_lazy", "split_uri", "want_lazy", "LAZY_BYTES"]
+
+#: Inputs larger than this many bytes are read lazily (as dask arrays) when ``lazy=None``.
+LAZY_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,19 @@ class Volume:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         data = self.data.compute() if is_lazy(self.data) else np.asarray(self.data)
         return data if dtype is None else data.astype(dtype)
+
+
+def want_lazy(lazy: bool | None, shape: tuple[int, ...], dtype: Any) -> bool:
+    """Resolve ``lazy=None`` to True for arrays larger than :data:`LAZY_BYTES`.
+
+    Examples
+    --------
+    >>> want_lazy(None, (2048, 2048, 2048), "uint8"), want_lazy(None, (64, 64), "float32"), want_lazy(True, (1,), "u1")
+    (True, False, True)
+    """
+    if lazy is not None:
+        return bool(lazy)
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize > LAZY_BYTES
 
 
 def is_lazy(array: Any) -> bool:

@@ -213,6 +213,8 @@ _REF = (
     "mitochondria segmentation on electron microscopy volumes. Neuroinformatics 20:437-450, 2022. "
     "doi:10.1007/s12021-021-09556-1"
 )
+# The gflops= figures below are the spec's (ARCHITECTURES.md §2, 2 decimals), not the counter's output, so the
+# entries test checks emzoo.flops against an independent number.
 _2D = dict(family="stable_unet", dims="2D", input_shape=(256, 256, 1), num_classes=1, divisor=(16, 16),
            test_input_shape=(32, 32, 1), paper=_PAPER, reference=_REF)
 _3D = dict(family="stable_unet", dims="3D", input_shape=(80, 80, 80, 1), num_classes=1, divisor=(8, 8, 8),
@@ -241,7 +243,7 @@ def _stable(
                              **kwargs)
 
 
-@register_entry(params=1_940_817, trainable_params=1_940_817, gflops=6.027214848, **_2D,
+@register_entry(params=1_940_817, trainable_params=1_940_817, gflops=6.03, **_2D,
                 notes="[16..256], ELU, he_normal, dropout [0.1,0.1,0.2,0.2,0.3], transposed-conv up-sampling, "
                       "concat [up, skip], no BN.")
 def unet2d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, **kwargs: Any) -> keras.Model:
@@ -249,7 +251,7 @@ def unet2d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, **kwargs: A
     return _stable("unet2d_fb", 2, "unet", _WIDTHS_2D, _RATES_2D, input_shape, num_classes, kwargs)
 
 
-@register_entry(params=2_028_609, trainable_params=2_028_609, gflops=6.36485632, **_2D,
+@register_entry(params=2_028_609, trainable_params=2_028_609, gflops=6.36, **_2D,
                 notes="Full pre-activation residual blocks with an always-present 1x1 shortcut; concat [skip, up]; "
                       "dropout list applied top = last rate (BiaPy-TF's recursive indexing, kept).")
 def resunet2d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, **kwargs: Any) -> keras.Model:
@@ -257,7 +259,7 @@ def resunet2d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, **kwargs
     return _stable("resunet2d_fb", 2, "resunet", _WIDTHS_2D, _RATES_2D, input_shape, num_classes, kwargs)
 
 
-@register_entry(params=1_985_061, trainable_params=1_985_061, gflops=6.299582464, **_2D,
+@register_entry(params=1_985_061, trainable_params=1_985_061, gflops=6.30, **_2D,
                 notes="Attention gate on the up-sampled decoder tensor, block input [up, up*psi] (BiaPy-TF form); "
                       "gate_skip=True gives Oktay et al.'s [up, skip*psi] with the same params.")
 def attention_unet2d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, **kwargs: Any) -> keras.Model:
@@ -265,7 +267,7 @@ def attention_unet2d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, *
     return _stable("attention_unet2d_fb", 2, "attention", _WIDTHS_2D, _RATES_2D, input_shape, num_classes, kwargs)
 
 
-@register_entry(params=1_951_697, trainable_params=1_951_697, gflops=6.027236608, **_2D,
+@register_entry(params=1_951_697, trainable_params=1_951_697, gflops=6.03, **_2D,
                 notes="SE (ratio 16, no-bias dense layers) after every conv+ELU of encoder and decoder, not the "
                       "bottleneck; dropout after the first SE of a block. GFLOPs include the 10,880 SE dense MACs.")
 def se_unet2d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, **kwargs: Any) -> keras.Model:
@@ -297,7 +299,7 @@ def attention_unet3d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, *
     return _stable("attention_unet3d_fb", 3, "attention", _WIDTHS_3D, (0.1,) * 4, input_shape, num_classes, kwargs)
 
 
-@register_entry(params=790_769, trainable_params=790_769, gflops=115.323907904, **_3D,
+@register_entry(params=790_769, trainable_params=790_769, gflops=115.32, **_3D,
                 notes="[28, 36, 48, 64]; SE as in 2D with 3D pooling (the 3D SE file was not inspected, assumed "
                       "analogous). GFLOPs include the SE dense MACs. " + _NOTE_3D)
 def se_unet3d_fb(*, input_shape: tuple[int, ...], num_classes: int = 1, **kwargs: Any) -> keras.Model:

@@ -31,11 +31,11 @@ def load() -> dict[str, str]:
 
 def main(names: list[str]) -> None:
     import emzoo
-    from emzoo.registry import info
+    from emzoo.registry import entry_info
 
     FOLDER.mkdir(exist_ok=True)
     for name in names or emzoo.list_models():
-        model = emzoo.build(name, input_shape=info(name).test_input_shape)
+        model = emzoo.build(name, input_shape=entry_info(name).test_input_shape)
         digest = fingerprint(model)
         (FOLDER / f"{name}.sha256").write_text(digest + "\n")
         print(name, digest[:16])
