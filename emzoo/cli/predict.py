@@ -95,8 +95,10 @@ def predict_command(
     model: str = typer.Argument(..., help="Entry name, entry.tag, hf://org/repo@rev, preset folder or .keras file."),
     input: str = typer.Argument(..., help="Image/volume: .tif, slice folder, file.h5:/ds, .zarr, .mrc, .npy."),
     output: str = typer.Argument(..., help="Where to write: .zarr (blockwise, resumable), .tif, .h5:/ds, .npy, ..."),
-    tile: str = typer.Option(None, "--tile", help="Model window: 512 or z,y,x (default: from the halo)."),
-    halo: str = typer.Option(None, "--halo", help="Context per side (default: the receptive-field margin)."),
+    tile: str = typer.Option(None, "--tile", help="Model window: 512 or z,y,x (default: the largest that fits a "
+                                                  "half of the free memory)."),
+    halo: str = typer.Option(None, "--halo", help="Context per side: an int, z,y,x or 'exact' (the receptive-field "
+                                                  "margin; default: the preset's measured halo, else exact)."),
     tta: str = typer.Option(None, "--tta", help="Test-time augmentation: flips, d4 or d4+z."),
     blend: str = typer.Option(None, "--blend", help="spline, linear or none (default: spline in memory, none "
                                                     "blockwise)."),
@@ -146,7 +148,8 @@ def _predict(model: str, input: str, output: str, *, tile: str | None, halo: str
     if cut is not None and foreground_only:
         raise _Usage("--threshold writes a mask and --foreground a probability map; pick one.")
     method, smallest = _instance_options(instances, min_size, foreground_only)
-    kwargs = dict(tile=_ints(tile, "--tile", 1), halo=_ints(halo, "--halo", 0), tta=tta,
+    kwargs = dict(tile=_ints(tile, "--tile", 1), halo="exact" if halo == "exact" else _ints(halo, "--halo", 0),
+                  tta=tta,
                   batch_size=_number(batch_size, "--batch-size", int), progress=progress)
     blocks = _ints(block, "--block", 1)
     zarr_out = _is_zarr(output)

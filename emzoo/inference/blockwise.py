@@ -73,8 +73,9 @@ def _unpack_model(packed: dict[str, Any]) -> Any:
 class _ModelRef:
     """A model, name or ensemble that pickles as its name or config + weights and is built once per process."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, precision: str = "float32") -> None:
         self.obj = model
+        self.precision = precision
         self._runners: list[ModelRunner] | None = None
         self._lock = threading.Lock()
 
@@ -86,7 +87,7 @@ class _ModelRef:
     def runners(self) -> list[ModelRunner]:
         with self._lock:
             if self._runners is None:
-                self._runners = [make_runner(m) for m in self.members()]
+                self._runners = [make_runner(m, self.precision) for m in self.members()]
             return self._runners
 
     def combiner(self) -> Ensemble | None:
@@ -102,7 +103,8 @@ class _ModelRef:
 
         members = [pack(m) for m in self.members()]
         combiner = self.combiner()
-        return {"members": members, "combine": None if combiner is None else (combiner.mode, combiner.threshold)}
+        return {"members": members, "combine": None if combiner is None else (combiner.mode, combiner.threshold),
+                "precision": self.precision}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         members = [value if kind == "name" else _unpack_model(value) for kind, value in state["members"]]
@@ -111,6 +113,7 @@ class _ModelRef:
         else:
             mode, threshold = state["combine"]
             self.obj = Ensemble(members, mode=mode, threshold=threshold)
+        self.precision = state.get("precision", "float32")
         self._runners = None
         self._lock = threading.Lock()
 
@@ -287,8 +290,17 @@ def _settle(dst: Path, aside: Path | None, ok: bool) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _default_block(runner: ModelRunner, shape3: tuple[int, int, int]) -> tuple[int, int, int]:
-    return (8, 512, 512) if runner.kind != "3d" else (64, 64, 64)
+def _default_block(runner: ModelRunner, shape3: tuple[int, int, int], halo: Any, blend: str,
+                   workers: int) -> tuple[int, int, int]:
+    """The output block whose window (block + halo on each side) is the largest that fits the memory budget shared
+    by ``workers`` concurrent tasks; 8 slices deep for 2D and multi-frame nets (each slice is its own window)."""
+    from emzoo.inference.budget import memory_budget
+
+    plan = make_plan(runner, shape3, halo=halo, blend=blend, budget=memory_budget() // max(1, workers))
+    block = [max(a.step, a.n_in - 2 * a.halo) for a in plan.axes]
+    if runner.kind != "3d":
+        block[0] = 8
+    return tuple(block)  # type: ignore[return-value]
 
 
 def predict_blockwise(
@@ -304,6 +316,7 @@ def predict_blockwise(
     blend: str = "none",
     batch_size: int | None = None,
     normalization: Any = "auto",
+    precision: str = "auto",
     output: str = "probabilities",
     threshold: float = 0.5,
     dtype: str | None = None,
@@ -326,11 +339,13 @@ def predict_blockwise(
         for ``output="foreground"``/``"mask"``.
     block : int or tuple, optional
         Output block per spatial axis, the unit of work and the output chunk. Rounded up to the model's divisor.
-        Default ``(8, 512, 512)`` for 2D and multi-frame nets, ``64³`` for 3D nets. Multiples of the tile step
-        avoid predicting windows twice.
-    halo : int or tuple, optional
-        Context read around each block (default: the preset's halo or the receptive-field margin: the result then
-        equals in-memory prediction).
+        Default: 8 slices deep for 2D and multi-frame nets (cube for 3D nets) with y/x sides such that a block's
+        window (block plus halo) is the largest fitting the memory budget shared by the worker threads
+        (:mod:`~emzoo.inference.budget`), as for :func:`~emzoo.inference.predict`'s tiles. Multiples of the tile
+        step avoid predicting windows twice.
+    halo : int, tuple or "exact", optional
+        Context read around each block; as for :func:`~emzoo.inference.predict` (default: the preset's measured
+        effective halo, else ``"exact"``, the receptive-field margin). The result equals in-memory prediction.
     client : distributed.Client or str, optional
         A dask.distributed client or scheduler address; default: dask's threaded scheduler in this process.
     tta : {None, "flips", "d4", "d4+z"}
@@ -345,6 +360,8 @@ def predict_blockwise(
     normalization : "auto", dict, str or None
         As for :func:`~emzoo.inference.predict`; per-image statistics are computed over the whole volume first
         (min/max in one chunked pass, percentiles from a strided sample).
+    precision : {"auto", "float32", "bfloat16"}
+        As for :func:`~emzoo.inference.predict`.
     output : {"probabilities", "foreground", "mask"}
         What to store: all class probabilities, the foreground probability (1-channel or 2-class models), or a
         uint8 mask (foreground >= ``threshold``; the arg-max label for more than two classes).
@@ -400,7 +417,9 @@ def predict_blockwise(
     # Before anything is read: dst must not be (or lie inside, or hold) the source. Replacing an existing dst is
     # decided by _open_dst (resume a run with the same arguments, else only with overwrite=True).
     check_output(dst, inputs=[src], overwrite=True, what="dst")
-    ref = _ModelRef(model)
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
+    ref = _ModelRef(model, precision)
     runners = ref.runners()
     src_ref = _SourceRef(src)
     data, axes = src_ref.open()
@@ -412,7 +431,9 @@ def predict_blockwise(
     spatial_shape = shape[:-1] if has_c else shape
     shape3 = spatial_shape if has_z else (1, *spatial_shape)
     if block is None:
-        block3 = tuple(min(b, s) for b, s in zip(_default_block(runners[0], shape3), shape3, strict=True))
+        workers = 1 if client is not None else (num_workers or os.cpu_count() or 1)
+        default = _default_block(runners[0], shape3, halo, blend, workers)
+        block3 = tuple(min(b, s) for b, s in zip(default, shape3, strict=True))
     else:
         given = _triple(block, len(spatial_shape), "block")
         block3 = given if has_z else (1, *given)
@@ -432,7 +453,8 @@ def predict_blockwise(
             plan = make_plan(runner, shape3, tile=tile, halo=halo, blend=blend)
         tta_transforms(tta, runner.kind)  # validates the mode early
         jobs.append(_Job(plan=plan, spec=spec, tta=tta, has_z=has_z, has_c=has_c,
-                         batch_size=int(batch_size) if batch_size else default_batch_size(plan)))
+                         batch_size=int(batch_size) if batch_size else default_batch_size(
+                             plan, runner, 1 if client is not None else (num_workers or os.cpu_count() or 1))))
     spatial_block = block3 if has_z else block3[1:]
     classes = max(r.num_classes for r in runners)
     if output == "foreground" and classes > 2:
@@ -452,6 +474,7 @@ def predict_blockwise(
         "source": src_ref.describe(), "shape": list(shape), "source_dtype": str(np.dtype(data.dtype)),
         "model": ref.fingerprint(), "block": list(spatial_block), "tile": [list(j.plan.n_in) for j in jobs],
         "halo": [list(j.plan.halo) for j in jobs], "blend": blend, "tta": tta, "output": output,
+        "precision": [r.precision for r in runners],
         "threshold": threshold, "dtype": out_dtype, "chunks": list(full_chunks),
         "normalization": [j.spec for j in jobs],
     }, default=str))

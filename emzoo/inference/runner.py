@@ -20,7 +20,50 @@ import numpy as np
 
 from emzoo.inference.receptive import _first, analyse_graph, receptive_field
 
-__all__ = ["ModelRunner"]
+__all__ = ["ModelRunner", "bfloat16_copy"]
+
+_PRECISIONS = ("float32", "bfloat16")
+
+
+def bfloat16_copy(model: Any) -> Any:
+    """``model`` rebuilt under Keras' ``mixed_bfloat16`` policy (bfloat16 compute, float32 weights), same weights.
+
+    The layers that produce the outputs stay float32, so probabilities keep float32 resolution (a bfloat16 sigmoid
+    has steps of 1/256 near 1). Functional and Sequential models only.
+
+    Raises
+    ------
+    ValueError
+        For a model without a config to rebuild (subclassed); use ``precision="float32"`` for it.
+    """
+
+    def names(outputs: Any) -> set[str]:
+        # One output is saved as a single [name, node, index] triple, several as a list of them.
+        outputs = [outputs] if outputs and isinstance(outputs[0], str) else outputs or []
+        return {str(o[0]) for o in outputs}
+
+    try:
+        config = model.get_config()
+        output_names = names(config["output_layers"])
+    except (NotImplementedError, KeyError, TypeError, IndexError):
+        raise ValueError(f"{model.name}: bfloat16 inference rebuilds the model from its config, which this model "
+                         "does not have; use precision='float32'.") from None
+
+    def retype(layers: list[dict[str, Any]], keep: set[str]) -> None:
+        for layer in layers:
+            cfg = layer.get("config", {})
+            if isinstance(cfg.get("layers"), list):  # a nested model
+                retype(cfg["layers"], names(cfg.get("output_layers")) if keep else set())
+            if layer.get("class_name") == "InputLayer" or cfg.get("name") in keep:
+                continue
+            if isinstance(cfg.get("dtype"), dict) and cfg["dtype"].get("class_name") == "DTypePolicy":
+                cfg["dtype"] = {**cfg["dtype"], "config": {"name": "mixed_bfloat16"}}
+
+    retype(config["layers"], output_names)
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    object.__setattr__(copy, "emzoo_metadata", getattr(model, "emzoo_metadata", {}))
+    return copy
 
 
 class ModelRunner:
@@ -48,10 +91,17 @@ class ModelRunner:
         Receptive-field margin per ``(z, y, x)`` (``frames // 2`` along z for multi-frame nets, 0 for 2D nets).
     metadata : dict
         ``model.emzoo_metadata`` (preset ``emzoo.json``) or ``{}``.
+    precision : {"float32", "bfloat16"}
+        Compute precision of the calls (``"bfloat16"`` runs :func:`bfloat16_copy` of the model).
     """
 
     def __init__(self, model: Any, *, margin: tuple[int, ...] | None = None,
-                 divisor: tuple[int, ...] | None = None) -> None:
+                 divisor: tuple[int, ...] | None = None, precision: str = "float32") -> None:
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self.source_model = model  # geometry, weights digest and memory are read from the float32 model
+        model = bfloat16_copy(model) if precision == "bfloat16" else model
         self.model = model
         self.metadata: dict[str, Any] = dict(getattr(model, "emzoo_metadata", None) or {})
         in_shape = tuple(model.inputs[0].shape[1:])
@@ -92,6 +142,20 @@ class ModelRunner:
         self.margin = tuple(int(m) for m in margin)
         self._lock = threading.Lock()
         self._windows: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        self._voxel_bytes: float | None = None
+
+    @property
+    def voxel_bytes(self) -> float:
+        """Estimated peak memory of one call per input voxel (:func:`~emzoo.inference.budget.activation_bytes`)."""
+        if self._voxel_bytes is None:
+            from emzoo.inference.budget import activation_bytes
+
+            size = tuple(self._default_probe_size())
+            try:
+                self._voxel_bytes = activation_bytes(self.source_model, size)
+            except Exception:  # noqa: BLE001  (an estimate must never stop a prediction)
+                self._voxel_bytes = 4096.0
+        return self._voxel_bytes
 
     def _margin(self) -> tuple[int, ...]:
         probe = None
