@@ -36,6 +36,7 @@ _API = {
     "kfold": "emzoo.training",
     "benchmark": "emzoo.benchmark",
     "train_zoo": "emzoo.zoo",
+    "export": "emzoo.exporters",
 }
 
 __all__ = [*sorted(_API), "__version__"]

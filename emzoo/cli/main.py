@@ -7,6 +7,7 @@ import sys
 import typer
 
 from emzoo.cli import benchmark as benchmark_cmd
+from emzoo.cli import export as export_cmd
 from emzoo.cli import finetune as finetune_cmd
 from emzoo.cli import hub as hub_cmd
 from emzoo.cli import models as models_cmd
@@ -29,6 +30,7 @@ app.command("benchmark")(benchmark_cmd.benchmark_command)
 app.command("demo")(benchmark_cmd.demo_command)
 app.command("finetune")(finetune_cmd.finetune_command)
 app.command("train-zoo")(zoo_cmd.train_zoo_command)
+app.command("export")(export_cmd.export_command)
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
 """The preset's ``README.md``: a Hugging Face model card (:class:`huggingface_hub.ModelCard`) built from ``emzoo.json``.
 
 The front matter (library, licence, tags, datasets, ``model-index`` results) is a
-:class:`huggingface_hub.ModelCardData`, so the Hub shows the metrics; the body is a stats table a reader can check
-against ``emzoo.json``.
+:class:`huggingface_hub.ModelCardData`, so the Hub shows the metrics; the body opens with the ``emzoo.load`` line
+that loads the preset (``library_name`` is ``emzoo``: Keras' own ``load_model`` cannot, since a preset holds weights
+and build arguments, not a serialised model) and continues with a stats table a reader can check against
+``emzoo.json``.
 """
 
 from __future__ import annotations
@@ -32,14 +34,26 @@ def _card_data(meta: dict[str, Any]) -> Any:
         for key, value in metrics.get("values", {}).items()
     ]
     return ModelCardData(
-        library_name="keras",
+        # What loads the repo: a preset is rebuilt by emzoo's builder, not by keras.saving.load_model, so "keras"
+        # (whose Hub snippet is load_model("hf://...")) would advertise a line that fails; an unlisted library shows
+        # no snippet, and the card's own first code block gives the emzoo.load line. "keras" stays a tag.
+        library_name="emzoo",
         license=meta.get("license"),
-        tags=["emzoo", "image-segmentation", "electron-microscopy", meta["entry"], *(meta.get("tags") or [])],
+        tags=["emzoo", "keras", "image-segmentation", "electron-microscopy", meta["entry"],
+              *(meta.get("tags") or [])],
         datasets=datasets or None,
         pipeline_tag="image-segmentation",
         model_name=(meta.get("name") or meta["entry"]) if results else None,
         eval_results=results or None,
     )
+
+
+def _load_address(meta: dict[str, Any]) -> str:
+    """The shortest ``emzoo.load`` argument for this preset: its ``entry.tag`` name, else a folder placeholder."""
+    name = str(meta.get("name") or "")
+    if name.startswith(f"{meta['entry']}.") and " " not in name:
+        return name
+    return "path/to/this/folder"
 
 
 def _stats(meta: dict[str, Any]) -> list[tuple[str, str]]:
@@ -84,7 +98,8 @@ def model_card(meta: dict[str, Any], config: dict[str, Any]) -> str:
     lines = [
         f"# {name}", "",
         meta.get("description") or f"emzoo preset of `{meta['entry']}` (Keras 3).", "",
-        "```python", "import emzoo", "", 'model = emzoo.load("path/to/this/folder")  # or "entry.tag" / "hf://org/repo@rev"',
+        "```python", "# pip install emzoo", "import emzoo", "", f"model = emzoo.load({json.dumps(_load_address(meta))})",
+        "# or emzoo.load(\"hf://<this repo>@<revision>\"), or emzoo.load(\"path/to/this/folder\")",
         "```", "",
         "## Stats", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in _stats(meta)), "",
     ]

@@ -9,8 +9,8 @@ A preset folder holds
 - ``emzoo.json``: what a user needs to apply the weights right: axes, input spec, normalisation
   (:mod:`emzoo.io.normalize`), receptive field and halo, classes, the TTA valid for the data, params, FLOPs and the
   input counted at, training data name + sha256, recipe, seed, metrics with their test split, date, versions;
-- ``README.md``: the Hugging Face model card (front matter: library_name keras, tags, license, datasets,
-  model-index results) with a stats block.
+- ``README.md``: the Hugging Face model card (front matter: library_name emzoo, tags, license, datasets,
+  model-index results) with the ``emzoo.load`` line and a stats block.
 
 This module is the stable import path; the work is split by what it does:
 

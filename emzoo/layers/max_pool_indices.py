@@ -74,7 +74,12 @@ class MaxPoolingWithIndices2D(keras.layers.Layer):
         x = ops.reshape(inputs, (-1, h // ph, ph, w // pw, pw, c))
         x = ops.transpose(x, (0, 1, 3, 5, 2, 4))
         x = ops.reshape(x, (-1, h // ph, w // pw, c, ph * pw))
-        indices = ops.cast(ops.argmax(x, axis=-1), "int32")
+        # The first window position holding the maximum, spelled with max/equal/min rather than ops.argmax: on the
+        # TensorFlow backend argmax tells -0.0 from 0.0 with bit casts, which ONNX (tf2onnx) cannot express, and
+        # tf.argmax does not promise which of tied positions it returns. The clip keeps a NaN window in range.
+        positions = ops.arange(ph * pw, dtype="int32")
+        first = ops.where(x == ops.max(x, axis=-1, keepdims=True), positions, ph * pw)
+        indices = ops.minimum(ops.min(first, axis=-1), ph * pw - 1)
         # Gather instead of max: the gradient then goes to the recorded position only, even on ties.
         pooled = ops.take_along_axis(x, ops.expand_dims(indices, -1), axis=-1)
         return [ops.squeeze(pooled, -1), indices]

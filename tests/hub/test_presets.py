@@ -45,7 +45,9 @@ def test_model_card_front_matter_and_stats(tiny_preset):
 
     card = ModelCard.load(tiny_preset.path / "README.md")
     data = card.data.to_dict()
-    assert data["library_name"] == "keras" and data["license"] == "mit"
+    # The Hub's "Use this model" snippet for library "keras" is keras.saving.load_model, which cannot read a preset.
+    assert data["library_name"] == "emzoo" and data["license"] == "mit" and "keras" in data["tags"]
+    assert 'model = emzoo.load("path/to/this/folder")' in card.text
     assert data["datasets"] == ["synthetic-noise"] and "emzoo" in data["tags"]
     result = data["model-index"][0]["results"][0]
     assert result["metrics"] == [{"type": "foreground_f1", "value": 0.5}]
@@ -187,3 +189,15 @@ def test_hf_uri_is_verified_when_the_manifest_knows_it(hub, monkeypatch, tmp_pat
     monkeypatch.setenv("HF_HOME", str(tmp_path / "fresh_hf_home"))
     with pytest.raises(ValueError, match=r"config\.json .* fails the sha256 check"):
         load(f"hf://{REPO_ID}@{hub.commit}")
+
+
+def test_model_card_shows_the_load_line_of_a_named_preset():
+    from huggingface_hub import ModelCard
+
+    from emzoo.hub.card import model_card
+
+    meta = {"entry": "unet", "name": "unet.demo", "input": {"shape": [None, None, 1], "dtype": "float32"},
+            "params": 1, "axes": "YXC", "num_classes": 1, "date": "2026-01-01T00:00:00+00:00"}
+    card = ModelCard(model_card(meta, {"emzoo_version": "0.1.0", "keras_version": keras.__version__}))
+    assert card.data.to_dict()["library_name"] == "emzoo"
+    assert 'model = emzoo.load("unet.demo")' in card.text
