@@ -120,7 +120,7 @@ def predict_command(
     """Predict class probabilities (or a mask, or object labels) and print a summary line: voxels, seconds, voxels/s.
 
     A .zarr OUTPUT is written block by block with dask (bounded memory, resumable: run the same command again after
-    an interruption); other outputs are predicted in memory and written atomically. OUTPUT is never the input (nor
+    an interruption; finished blocks whose input changed since are recomputed); other outputs are predicted in memory and written atomically. OUTPUT is never the input (nor
     inside or around it), an existing OUTPUT is only replaced with --overwrite, and a prediction holding NaN is not
     written. Every error is one line on stderr: exit code 2 for a bad option, 1 otherwise.
     """

@@ -4,8 +4,10 @@ Each task reads its block plus a halo from the source (mirrored at the volume bo
 tiling engine as :func:`~emzoo.inference.predict` (so the result equals in-memory prediction), trims the halo and
 writes the block, which is a whole number of output chunks, so every chunk is written whole, once, by one task.
 zarr's local store writes each chunk to a temporary file and renames it, so a half-written chunk is never visible.
-After the write the task drops a completion record (an empty file per block under ``<dst>/.emzoo_progress/``); an
-interrupted run started again with the same arguments skips the blocks that have one.
+After the write the task drops a completion record (a file per block under ``<dst>/.emzoo_progress/`` holding the
+digest of the input bytes the block was computed from, halo included); an interrupted run started again with the
+same arguments skips the blocks that have one whose input is unchanged, and recomputes the others (saying how many),
+so a changed input is never mixed with blocks computed from the old one.
 
 Peak memory is that of the blocks in flight (one per worker thread: input block + halo, output block, the model's
 activations for one batch of windows) and does not grow with the volume. The model is shipped to distributed
@@ -28,6 +30,7 @@ import numpy as np
 
 from emzoo.inference.ensemble import Ensemble, _Accumulator
 from emzoo.inference.predict import (
+    _data_and_axes,
     _spec,
     check_tiling_args,
     data_layout,
@@ -40,12 +43,12 @@ from emzoo.inference.runner import ModelRunner
 from emzoo.inference.tiling import Source, TilePlan, make_plan, predict_region
 from emzoo.inference.tta import tta_transforms
 from emzoo.io.atomic import atomic_file, temp_sibling
+from emzoo.io.core import explain_disk_full
 from emzoo.io.normalize import resolve_normalization
+from emzoo.io.zarrio import PROGRESS_DIR
 
 __all__ = ["predict_blockwise", "PROGRESS_DIR"]
 
-#: Folder inside the output store that holds the run parameters and one completion record per block.
-PROGRESS_DIR = ".emzoo_progress"
 _OUTPUTS = ("probabilities", "foreground", "mask")
 
 
@@ -193,11 +196,52 @@ def _postprocess(prob: np.ndarray, output: str, threshold: float, dtype: Any) ->
     return (foreground(prob) >= threshold).astype(dtype)
 
 
+class _Digesting:
+    """An array-like over ``array`` that feeds every box read from it (its slices and raw bytes) to ``digest``: the
+    fingerprint of exactly the input a block was computed from."""
+
+    def __init__(self, array: Any, digest: Any) -> None:
+        self.array, self.digest = array, digest
+        self.shape, self.dtype = array.shape, array.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        from emzoo.io.volume import is_lazy
+
+        raw = self.array[key]
+        raw = np.ascontiguousarray(raw.compute(scheduler="synchronous") if is_lazy(raw) else np.asarray(raw))
+        self.digest.update(repr(key).encode())
+        self.digest.update(raw.tobytes())
+        return raw
+
+
+def _new_digest() -> Any:
+    return hashlib.blake2b(digest_size=16)
+
+
+def _block_digest(data: Any, jobs: list[_Job], region: tuple[tuple[int, int], ...]) -> str:
+    """The digest of the input a block reads (what :func:`_predict_block` feeds the models, halo included), by
+    reading the same boxes without predicting; used to check finished blocks before a resume trusts them."""
+    digest = _new_digest()
+    proxy = _Digesting(data, digest)
+    for job in jobs:
+        windows = job.plan.windows(region)
+        if not windows:
+            continue
+        axes = job.plan.axes
+        box = [(axes[a].in_start(min(w[a] for w in windows)), axes[a].in_start(max(w[a] for w in windows))
+                + axes[a].n_in) for a in range(3)]
+        Source(proxy, has_z=job.has_z, has_c=job.has_c, spec=job.spec).cached(box)
+    return digest.hexdigest()
+
+
 def _predict_block(ref: _ModelRef, src: _SourceRef, jobs: list[_Job], region: tuple[tuple[int, int], ...],
-                   output: str, threshold: float, dtype: str) -> np.ndarray:
-    """Prediction of one block (data region), post-processed; no z axis for 2D data."""
+                   output: str, threshold: float, dtype: str, digest: Any = None) -> np.ndarray:
+    """Prediction of one block (data region), post-processed; no z axis for 2D data. The input read is fed to
+    ``digest`` when given."""
     runners = ref.runners()
     data, _ = src.open()
+    if digest is not None:
+        data = _Digesting(data, digest)
     combiner = ref.combiner()
     acc = None if combiner is None else _Accumulator(combiner, max(r.num_classes for r in runners))
     prob = None
@@ -218,7 +262,8 @@ def _run_block(ref: _ModelRef, src: _SourceRef, dst: str, jobs: list[_Job], regi
     """One dask task: predict, write the block (whole chunks), then record it as done."""
     import zarr
 
-    result = _predict_block(ref, src, jobs, region, output, threshold, dtype)
+    digest = _new_digest()
+    result = _predict_block(ref, src, jobs, region, output, threshold, dtype, digest)
     spatial = region if jobs[0].has_z else region[1:]
     if np.issubdtype(result.dtype, np.floating) and not np.isfinite(result).all():
         bad = int((~np.isfinite(result)).sum())
@@ -227,7 +272,7 @@ def _run_block(ref: _ModelRef, src: _SourceRef, dst: str, jobs: list[_Job], regi
     target = zarr.open_array(dst, mode="r+")
     target[tuple(slice(lo, hi) for lo, hi in spatial)] = result
     with atomic_file(Path(dst) / PROGRESS_DIR / _marker(index)) as tmp:
-        tmp.write_text("")
+        tmp.write_text(digest.hexdigest())
     return index
 
 
@@ -324,6 +369,7 @@ def predict_blockwise(
     num_workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    axes: str | None = None,
 ) -> Any:
     """Predict a Zarr/HDF5 volume block by block into a Zarr array, with bounded memory; resumable.
 
@@ -376,10 +422,14 @@ def predict_blockwise(
     overwrite : bool
         Replace an existing ``dst`` that was written with other arguments (or not by this function); the old one
         is moved aside and only deleted when the new run completes (put back if it fails). A ``dst`` from an
-        interrupted run with the *same* arguments is always resumed. ``dst`` is never the source, inside it or
-        around it (refused before anything is read).
+        interrupted run with the *same* arguments is always resumed; its finished blocks whose input bytes changed
+        since are recomputed (with a warning saying how many). ``dst`` is never the source, inside it or around it
+        (refused before anything is read).
     progress : bool
         Show a progress bar over blocks.
+    axes : {"YX", "ZYX", "YXC", "ZYXC"}, optional
+        What each axis of ``src`` is, as for :func:`~emzoo.inference.predict` (default: the file's axes, else
+        guessed); required for a ``(Y, X, 3)`` array given to a model with another channel count.
 
     Returns
     -------
@@ -390,6 +440,9 @@ def predict_blockwise(
     ------
     FileExistsError
         ``dst`` exists from another run and ``overwrite`` is False.
+    OSError
+        A full disk (errno ENOSPC), in one line naming ``dst`` and saying what was kept (the finished blocks, to
+        resume; or the previous store, put back).
     ValueError
         Bad options (``batch_size`` < 1, negative ``halo``, non-integer ``tile``/``block``, ``threshold`` outside
         (0, 1), ...), a block that is not a multiple of ``chunks``, NaN/Inf met in a block, or a ``dst`` that is
@@ -422,8 +475,10 @@ def predict_blockwise(
     ref = _ModelRef(model, precision)
     runners = ref.runners()
     src_ref = _SourceRef(src)
-    data, axes = src_ref.open()
-    from emzoo.io.volume import check_array
+    data, src_axes = src_ref.open()
+    from emzoo.io.volume import Volume, check_array
+
+    _, axes = _data_and_axes(Volume(data, None, src_axes, src_ref.describe()) if src_axes else data, axes)
 
     check_array(data, source=src_ref.describe())
     shape = tuple(int(s) for s in data.shape)
@@ -481,21 +536,35 @@ def predict_blockwise(
     done, aside = _open_dst(os.fspath(dst), shape=out_shape, chunks=full_chunks, dtype=out_dtype, run=run,
                             overwrite=overwrite)
     counts = [-(-s // b) for s, b in zip(shape3, block3, strict=True)]
-    pending = []
+    dst_path = os.fspath(dst)
+    pending, stale = [], 0
     for index in itertools.product(*(range(c) for c in counts)):
         key = index if has_z else index[1:]
-        if _marker(key) in done:
-            continue
         region = tuple((i * b, min((i + 1) * b, s)) for i, b, s in zip(index, block3, shape3, strict=True))
+        if _marker(key) in done:
+            # A finished block is kept only if the input it was computed from is unchanged (same bytes).
+            recorded = (Path(dst_path) / PROGRESS_DIR / _marker(key)).read_text().strip()
+            if recorded and recorded == _block_digest(data, jobs, region):
+                continue
+            stale += 1
         pending.append((key, region))
     total = int(np.prod(counts))
-    dst_path = os.fspath(dst)
+    if stale:
+        import warnings
+
+        warnings.warn(f"{dst_path}: the input of {stale} of the {len(done)} finished block(s) changed since they were "
+                      f"computed (or was not recorded); recomputing them with the rest ({len(pending)} of {total} "
+                      "blocks).", UserWarning, stacklevel=2)
     try:
         _run_pending(pending, total, ref, src_ref, dst_path, jobs, runners, output, threshold, out_dtype, client,
                      num_workers, progress)
     except BaseException:
         _settle(Path(dst_path), aside, ok=False)
-        raise
+        state = ("the previous store was put back intact; free space on that disk or write elsewhere, then run "
+                 "again." if aside is not None else "the blocks finished so far are kept; free space on that disk, "
+                 "then run the same command again to resume.")
+        with explain_disk_full(dst_path, state):
+            raise
     _settle(Path(dst_path), aside, ok=True)
     return zarr.open_array(dst_path, mode="r")
 

@@ -80,10 +80,10 @@ def make_runner(model: Any, precision: str = "float32") -> ModelRunner:
     if isinstance(meta.get("input"), dict) and meta["input"].get("divisor"):
         divisor = tuple(int(d) for d in meta["input"]["divisor"])
     elif meta.get("entry"):
-        from emzoo.registry import info
+        from emzoo.registry import entry_info
 
         try:
-            divisor = info(str(meta["entry"])).divisor or None
+            divisor = entry_info(str(meta["entry"])).divisor or None
         except KeyError:
             divisor = None
     return ModelRunner(model, divisor=divisor, precision=precision)
@@ -99,12 +99,17 @@ def data_layout(shape: tuple[int, ...], runner: ModelRunner, axes: str | None = 
     Raises
     ------
     ValueError
-        If the rank or channel count does not fit the model.
+        If the rank or channel count does not fit the model, or (without ``axes``) a ``(Y, X, 3)``/``(Y, X, 4)``
+        array for a model taking another channel count: colour image or 3 slices with z last? ``axes`` decides.
     """
     nd = len(shape)
     c_in = runner.in_channels
     if axes:
         has_z, has_c = "Z" in axes, "C" in axes
+    elif nd == 3 and shape[-1] in (3, 4) and shape[-1] != c_in and min(shape[:2]) > shape[-1]:
+        raise ValueError(f"ambiguous input of shape {shape} for a {c_in}-channel model: is the last axis "
+                         f"{shape[-1]} colour channels or {shape[-1]} slices? Pass axes='YXC' (colour: convert it "
+                         "to grayscale first) or axes='ZYX' (a stack, z first), or give a (Z, Y, X) array.")
     elif nd == 4:
         has_z, has_c = True, True
     elif nd == 3:
@@ -196,6 +201,29 @@ def _predict_single(runner: ModelRunner, data: Any, axes: str | None, *, tile: A
     return out if has_z else out[0]
 
 
+_AXES = ("YX", "ZYX", "YXC", "ZYXC")
+
+
+def _data_and_axes(array: Any, axes: str | None) -> tuple[Any, str | None]:
+    """The array behind ``array`` (a Volume's data) and its axes: ``axes`` if given (checked against the rank
+    and a Volume's own axes), else the Volume's, else None (guessed later by :func:`data_layout`)."""
+    own = array.axes if isinstance(array, Volume) else None
+    data = array.data if isinstance(array, Volume) else array
+    if not hasattr(data, "shape") or not hasattr(data, "dtype"):
+        data = np.asarray(data)
+    if axes is None:
+        return data, own or None
+    if not isinstance(axes, str) or axes.upper() not in _AXES:
+        raise ValueError(f"axes must be one of {', '.join(_AXES)}, got {axes!r}")
+    axes = axes.upper()
+    if len(axes) != len(data.shape):
+        raise ValueError(f"axes={axes!r} names {len(axes)} axes but the array has shape {tuple(data.shape)}; give "
+                         "one letter per axis.")
+    if own and own != axes:
+        raise ValueError(f"axes={axes!r} contradicts the Volume's own axes {own!r}; drop axes= or fix the Volume.")
+    return data, axes
+
+
 def predict(
     model: Any,
     array: Any,
@@ -209,6 +237,7 @@ def predict(
     precision: str = "auto",
     out: Any = None,
     progress: bool = True,
+    axes: str | None = None,
 ) -> Any:
     """Predict class probabilities for an image or volume of any size, tile by tile.
 
@@ -251,6 +280,10 @@ def predict(
         Array of the output shape to write the result into (returned).
     progress : bool
         Show a progress bar on stderr.
+    axes : {"YX", "ZYX", "YXC", "ZYXC"}, optional
+        What each axis of ``array`` is (default: a :class:`~emzoo.io.Volume`'s ``axes``, else guessed from the
+        shape and the model's input channels). Required for a ``(Y, X, 3)`` or ``(Y, X, 4)`` array given to a
+        model with another channel count, which could be a colour image or a stack with z last.
 
     Returns
     -------
@@ -262,7 +295,8 @@ def predict(
     Raises
     ------
     ValueError
-        Wrong rank or channels for the model, NaN/Inf, empty or non-numeric input, bad options.
+        Wrong rank or channels for the model, an ambiguous ``(Y, X, 3)`` array without ``axes``, NaN/Inf (with
+        their count), empty or non-numeric input, bad options, or a model that predicted NaN/Inf.
 
     Examples
     --------
@@ -272,9 +306,7 @@ def predict(
     (100, 70, 1)
     """
     tile, halo, batch_size = check_tiling_args(tile=tile, halo=halo, batch_size=batch_size)
-    data, axes = (array.data, array.axes) if isinstance(array, Volume) else (array, None)
-    if not hasattr(data, "shape") or not hasattr(data, "dtype"):
-        data = np.asarray(data)
+    data, axes = _data_and_axes(array, axes)
     check_array(data, source="input")
     if precision not in ("auto", "float32", "bfloat16"):
         raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
@@ -289,6 +321,10 @@ def predict(
         result = acc.result()
     else:
         result = _predict_single(make_runner(model, precision), data, axes, description="predict", **kwargs)
+    if not np.isfinite(result).all():
+        bad = int(result.size - np.count_nonzero(np.isfinite(result)))
+        raise ValueError(f"the model predicted {bad} NaN/Inf value(s); nothing was written or returned (the input "
+                         "was finite). Check the model's weights and the input normalisation.")
     if out is not None:
         if tuple(out.shape) != result.shape:
             raise ValueError(f"out has shape {tuple(out.shape)} but the prediction is {result.shape}.")

@@ -15,7 +15,10 @@ single PNG                ``image.png``                                         
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ import numpy as np
 # want_lazy and LAZY_BYTES live in volume.py so the format readers, which core dispatches to, need not import core.
 from emzoo.io.volume import LAZY_BYTES, Volume, check_array, split_uri, want_lazy
 
-__all__ = ["read", "write", "want_lazy", "LAZY_BYTES", "READ_SUFFIXES"]
+__all__ = ["read", "write", "want_lazy", "LAZY_BYTES", "READ_SUFFIXES", "explain_disk_full"]
 
 _HDF5 = (".h5", ".hdf5", ".hdf", ".he5")
 _TIFF = (".tif", ".tiff")
@@ -58,7 +61,7 @@ def _kind(path: str) -> str:
     )
 
 
-def read(path: str | os.PathLike[str], *, lazy: bool | None = None) -> Volume:
+def read(path: str | os.PathLike[str], *, lazy: bool | None = None, allow_incomplete: bool = False) -> Volume:
     """Read an image or volume from any supported format.
 
     Parameters
@@ -68,6 +71,8 @@ def read(path: str | os.PathLike[str], *, lazy: bool | None = None) -> Volume:
     lazy : bool, optional
         ``True``: a dask array, read on demand. ``False``: a numpy array in memory. ``None`` (default): dask for
         HDF5 and Zarr and for anything larger than 1 GiB, numpy otherwise.
+    allow_incomplete : bool
+        Read an unfinished blockwise prediction (Zarr) anyway, its missing blocks as zeros; refused by default.
 
     Returns
     -------
@@ -79,7 +84,8 @@ def read(path: str | os.PathLike[str], *, lazy: bool | None = None) -> Volume:
     FileNotFoundError
         If the path does not exist.
     ValueError
-        Unknown extension, ragged slice folder, non-numeric dtype, empty array, or NaN/Inf in eager float data.
+        Unknown extension, ragged slice folder, non-numeric dtype, empty array, NaN/Inf in eager float data, or
+        an unfinished blockwise prediction (naming its missing blocks and how to finish it).
     KeyError
         A missing HDF5/Zarr member, or several members and none named.
 
@@ -100,7 +106,7 @@ def read(path: str | os.PathLike[str], *, lazy: bool | None = None) -> Volume:
     if kind == "zarr":
         from emzoo.io.zarrio import read_zarr
 
-        volume = read_zarr(file, key, lazy=lazy)
+        volume = read_zarr(file, key, lazy=lazy, allow_incomplete=allow_incomplete)
     elif kind == "hdf5":
         from emzoo.io.hdf5 import read_hdf5
 
@@ -128,6 +134,18 @@ def read(path: str | os.PathLike[str], *, lazy: bool | None = None) -> Volume:
         volume = Volume(data=image, voxel_size=None, axes="YX" if image.ndim == 2 else "YXC", source=file)
     check_array(volume.data, source=volume.source)
     return volume
+
+
+@contextlib.contextmanager
+def explain_disk_full(path: str | os.PathLike[str], state: str) -> Iterator[None]:
+    """Re-raise a disk-full ``OSError`` (ENOSPC) met inside the block as one line naming ``path``, followed by
+    ``state`` (what is left on disk and what to do); other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise OSError(errno.ENOSPC, f"no space left on the device while writing {os.fspath(path)}; {state}") from exc
 
 
 def write(
@@ -179,6 +197,8 @@ def write(
     ValueError
         If ``array`` is a :class:`Volume` read from ``path`` (or from a file inside it or around it), for an
         unknown extension, or an array the format cannot hold.
+    OSError
+        A full disk (errno ENOSPC), in one line naming the file and saying the previous one is intact.
 
     Examples
     --------
@@ -197,6 +217,18 @@ def write(
         array = np.asarray(array)
     check_array(array, source="array to write", check_finite=False)
     file, key = split_uri(os.fspath(path))
+    kept = (f"the previous {file} is intact (the new one is written beside it and renamed only when complete)"
+            if os.path.lexists(file) else "nothing was left there")
+    with explain_disk_full(file, f"{kept}; free space on that disk or write elsewhere, then run again."):
+        _write_format(file, key, array, chunks=chunks, voxel_size=voxel_size, axes=axes, compression=compression,
+                      zarr_format=zarr_format, path=path)
+    return Path(file)
+
+
+def _write_format(file: str, key: str | None, array: Any, *, chunks: tuple[int, ...] | None,
+                  voxel_size: tuple[float, ...] | None, axes: str | None, compression: str | None, zarr_format: int,
+                  path: Any) -> None:
+    """Dispatch a checked write to the format module picked by ``file``'s extension."""
     suffix = Path(file).suffix.lower()
     if suffix == ".zarr":
         from emzoo.io.zarrio import write_zarr
@@ -227,4 +259,3 @@ def write(
             raise ValueError(f"unknown output type {suffix!r} for {path}; write .tif, .h5, .zarr, .ome.zarr, .mrc, "
                              ".npy or a folder (no extension) of TIFF slices.")
         write_mrc(file, array, voxel_size=voxel_size, axes=axes)
-    return Path(file)

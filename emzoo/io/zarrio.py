@@ -17,7 +17,12 @@ from emzoo.io.hdf5 import voxel_size_from_attrs
 from emzoo.io.tiff import UNIT_NM, canonical_axes
 from emzoo.io.volume import Volume
 
-__all__ = ["read_zarr", "write_zarr", "is_zarr_path", "multiscales"]
+__all__ = ["read_zarr", "write_zarr", "is_zarr_path", "multiscales", "missing_blocks", "check_complete",
+           "PROGRESS_DIR"]
+
+#: Folder inside a blockwise prediction's Zarr array holding its run record (``run.json``) and one completion
+#: record (``<i>_<j>_<k>.done``) per finished block (written by :func:`emzoo.inference.predict_blockwise`).
+PROGRESS_DIR = ".emzoo_progress"
 
 _AXIS_LETTER = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
 
@@ -63,13 +68,54 @@ def _ome_level0(group: Any, source: str) -> tuple[Any, str, tuple[float, ...] | 
     return array, axes, None if (not spatial or any(np.isnan(spatial))) else spatial
 
 
-def read_zarr(path: str, key: str | None = None, *, lazy: bool | None = None) -> Volume:
+def missing_blocks(array_dir: str | os.PathLike[str], shape: tuple[int, ...]) -> list[tuple[int, ...]] | None:
+    """The blocks of a blockwise prediction stored in ``array_dir`` (a Zarr array folder of ``shape``) that have no
+    completion record, in order; None if the folder holds no blockwise run record (not a blockwise output)."""
+    import itertools
+    import json
+
+    record = Path(array_dir) / PROGRESS_DIR / "run.json"
+    if not record.is_file():
+        return None
+    block = [int(b) for b in json.loads(record.read_text())["block"]]
+    counts = [-(-int(n) // b) for n, b in zip(shape, block, strict=False)]  # spatial axes come first
+    done = {p.name for p in record.parent.glob("*.done")}
+    return [index for index in itertools.product(*(range(c) for c in counts))
+            if "_".join(map(str, index)) + ".done" not in done]
+
+
+def check_complete(array_dir: str | os.PathLike[str], shape: tuple[int, ...], *, source: str | None = None) -> None:
+    """Raise if the blockwise prediction in ``array_dir`` is unfinished (its missing blocks would read as zeros).
+
+    Raises
+    ------
+    ValueError
+        Naming the missing blocks, and how to finish the run or read it anyway.
+    """
+    missing = missing_blocks(array_dir, shape)
+    if not missing:
+        return
+    total = len(missing) + len(list((Path(array_dir) / PROGRESS_DIR).glob("*.done")))
+    shown = ", ".join(str(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
+    raise ValueError(f"{source or array_dir} is an unfinished blockwise prediction: {len(missing)} of {total} blocks "
+                     f"are missing ({shown}; block index per axis) and would read as zeros; run the same "
+                     "predict_blockwise call (or emzoo predict command) again to finish it, or pass "
+                     "allow_incomplete=True to read it anyway.")
+
+
+def read_zarr(path: str, key: str | None = None, *, lazy: bool | None = None,
+              allow_incomplete: bool = False) -> Volume:
     """Open a Zarr array (or a group's member ``key``, its only array, or its OME-Zarr level 0) as a dask array.
+
+    An unfinished blockwise prediction (:func:`emzoo.inference.predict_blockwise` interrupted) is refused unless
+    ``allow_incomplete`` (its missing blocks then read as zeros).
 
     Raises
     ------
     KeyError
         If a group holds several arrays and none was named (listing them), or ``key`` is missing.
+    ValueError
+        An unfinished blockwise prediction, naming its missing blocks (see :func:`check_complete`).
     """
     import zarr
 
@@ -100,6 +146,8 @@ def read_zarr(path: str, key: str | None = None, *, lazy: bool | None = None) ->
             axes = "".join(_AXIS_LETTER.get(str(d).lower(), "?") for d in dims)
         else:
             axes = {2: "YX", 3: "ZYX", 4: "ZYXC"}.get(array.ndim, "")
+    if not allow_incomplete:
+        check_complete(Path(path) / array.path, tuple(array.shape), source=source)
     if voxel is None:
         voxel = voxel_size_from_attrs(dict(array.attrs), sum(a in "ZYX" for a in axes))
     import dask.array as da

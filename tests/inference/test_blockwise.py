@@ -176,3 +176,78 @@ def test_killed_process_resumes_to_identical_bytes(unet, source, tmp_path):
     time.sleep(0.1)
     predict_blockwise(unet, source, target, block=BLOCK, normalization=NORM, progress=False)
     assert _store_bytes(target) == _store_bytes(reference)
+
+
+def test_resume_recomputes_blocks_whose_input_changed(unet, tmp_path, monkeypatch):
+    src = tmp_path / "src.zarr"
+    write(src, VOLUME, chunks=(1, 32, 32))
+    target = tmp_path / "out.zarr"
+    original = blockwise._run_block
+    calls = []
+
+    def dies_after_six(*args, **kwargs):
+        if len(calls) == 6:
+            raise KeyboardInterrupt("killed")
+        calls.append(args[5])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(blockwise, "_run_block", dies_after_six)
+    with pytest.raises(KeyboardInterrupt):
+        predict_blockwise(unet, str(src), target, block=BLOCK, normalization=NORM, num_workers=1, progress=False)
+    iz, iy, ix = calls[0]  # a finished block whose input now changes (same path, shape and dtype)
+    box = (slice(2 * iz, 2 * iz + 2), slice(32 * iy, 32 * iy + 32), slice(32 * ix, 32 * ix + 32))
+    changed = VOLUME.copy()
+    changed[box] = 255 - changed[box]
+    import zarr
+
+    zarr.open_array(str(src), mode="r+")[...] = changed
+    redone = []
+    monkeypatch.setattr(blockwise, "_run_block", lambda *a, **k: redone.append(a[5]) or original(*a, **k))
+    with pytest.warns(UserWarning, match=r"the input of \d of the 6 finished block\(s\) changed") as caught:
+        out = predict_blockwise(unet, str(src), target, block=BLOCK, normalization=NORM, progress=False)
+    stale = int(str(caught[0].message).split("the input of ")[1].split()[0])
+    assert calls[0] in redone and len(redone) == 6 + stale
+    # A 2D net reads no other slice: finished blocks of the other slab of z keep their result.
+    assert not {c for c in calls if c[0] != iz} & set(redone)
+    fresh = predict(unet, changed, blend="none", normalization=NORM, progress=False)
+    np.testing.assert_allclose(out[...], fresh, atol=1e-5)
+    redone.clear()
+    predict_blockwise(unet, str(src), target, block=BLOCK, normalization=NORM, progress=False)
+    assert redone == []  # an unchanged input is trusted: nothing recomputed
+
+
+def test_reading_an_unfinished_output_names_the_missing_blocks(unet, source, tmp_path, monkeypatch):
+    from emzoo.io import read
+
+    original = blockwise._run_block
+    calls = []
+
+    def dies_after_ten(*args, **kwargs):
+        if len(calls) == 10:
+            raise KeyboardInterrupt("killed")
+        calls.append(args[5])
+        return original(*args, **kwargs)
+
+    target = tmp_path / "cut.zarr"
+    monkeypatch.setattr(blockwise, "_run_block", dies_after_ten)
+    with pytest.raises(KeyboardInterrupt):
+        predict_blockwise(unet, source, target, block=BLOCK, normalization=NORM, num_workers=1, progress=False)
+    monkeypatch.setattr(blockwise, "_run_block", original)
+    missing = sorted(set(np.ndindex(2, 3, 2)) - set(calls))
+    shown = ", ".join(map(str, missing))
+    with pytest.raises(ValueError, match=rf"unfinished blockwise prediction: 2 of 12 blocks are missing "
+                                         rf"\({shown.replace('(', '[(]').replace(')', '[)]')}; .*run the same "
+                                         r"predict_blockwise call .* again to finish it, or pass allow_incomplete"):
+        read(target)
+    assert read(target, allow_incomplete=True).shape == (4, 70, 60)  # one class: the channel axis dropped
+    predict_blockwise(unet, source, target, block=BLOCK, normalization=NORM, progress=False)
+    assert read(target).shape == (4, 70, 60)
+
+
+def test_rgb_like_array_needs_axes(unet, tmp_path):
+    rgb = (RNG.random((40, 36, 3)) * 255).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"ambiguous input of shape \(40, 36, 3\)"):
+        predict_blockwise(unet, rgb, tmp_path / "a.zarr", normalization=NORM, progress=False)
+    out = predict_blockwise(unet, rgb, tmp_path / "b.zarr", axes="ZYX", block=(40, 36, 3), normalization=NORM,
+                            progress=False)
+    assert out.shape == (40, 36, 3, 1)
