@@ -300,6 +300,10 @@ def _from_files(files: dict[str, Path], *, label: str, entry: str | None, overri
         model, weights_file, exc, label=label, entry=preset_entry, kwargs=kwargs, overrides=overrides))
     # object.__setattr__ keeps Keras from tracking the dict (it would wrap it and walk it when saving).
     object.__setattr__(model, "emzoo_metadata", meta)
+    warning = (meta.get("extra") or {}).get("warning") if isinstance(meta.get("extra"), dict) else None
+    if warning:
+        # A preset its own training marked as bad (e.g. collapsed to background) is kept for inspection only.
+        warnings.warn(f"{label}: {warning}", UserWarning, stacklevel=3)
     return model
 
 

@@ -17,7 +17,6 @@ an uninterrupted run would have seen.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from emzoo.io.dataset import SPLITS, dataset_metadata, split_files
+from emzoo.registry import model_kind
 from emzoo.training.augment import (
     Augment,
     adjust_intensity,
@@ -40,6 +41,8 @@ from emzoo.training.sampling import Sampler
 
 __all__ = [
     "TrainingVolume",
+    "MODES",
+    "training_mode",
     "DataSource",
     "read_image",
     "load_pairs",
@@ -48,7 +51,26 @@ __all__ = [
     "prefetch",
 ]
 
-_SUFFIXES = (".tif", ".tiff", ".h5", ".hdf5", ".zarr", ".npy", ".mrc", ".png")
+
+#: Training's spelling of the model kinds (recorded in histories as ``mode``), keyed by the registry's
+#: (:data:`emzoo.registry.MODEL_KINDS`, ``EntryInfo.dims``).
+MODES = {"2D": "2d", "3D->2D": "multiframe", "3D": "3d"}
+
+
+def training_mode(kind: str) -> str:
+    """Training's spelling (``"2d"``, ``"multiframe"``, ``"3d"``) of any spelling of a model kind.
+
+    Raises
+    ------
+    ValueError
+        For a string that names no kind (:func:`emzoo.registry.model_kind`).
+
+    Examples
+    --------
+    >>> training_mode("3D->2D"), training_mode("multiframe"), training_mode("3d")
+    ('multiframe', 'multiframe', '3d')
+    """
+    return MODES[model_kind(kind)]
 
 
 @dataclass
@@ -105,14 +127,6 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return data
 
 
-def _find(folder: Path, stem: str) -> Path | None:
-    for suffix in _SUFFIXES:
-        candidate = folder / f"{stem}{suffix}"
-        if candidate.exists():
-            return candidate
-    return None
-
-
 def _as_volume(array: Any, what: str) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim == 2:
@@ -125,14 +139,10 @@ def _as_volume(array: Any, what: str) -> np.ndarray:
 
 
 def _folder_pair(folder: Path, split: str | Sequence[str]) -> tuple[list[np.ndarray], str, tuple[str, ...] | None]:
-    name, class_names = folder.name, None
-    meta = folder / "dataset.json"
-    if meta.exists():
-        info = json.loads(meta.read_text())
-        name = str(info.get("name", name))
-        labels = info.get("labels")
-        if isinstance(labels, dict):
-            class_names = tuple(str(labels[k]) for k in sorted(labels, key=int))
+    name, info = dataset_metadata(folder)
+    label_names, class_names = info.get("labels"), None
+    if isinstance(label_names, dict):
+        class_names = tuple(str(label_names[k]) for k in sorted(label_names, key=int))
     if not folder.is_dir():
         raise FileNotFoundError(f"dataset folder {folder} does not exist.")
     splits = [split] if isinstance(split, str) else list(split)
@@ -140,21 +150,21 @@ def _folder_pair(folder: Path, split: str | Sequence[str]) -> tuple[list[np.ndar
     if source is None:
         # Only training data may sit at the folder's root; a validation or test split never falls back to another
         # split or to the root (that would let the training or test data choose checkpoints).
-        if "train" in splits and not any((folder / s).is_dir() for s in ("train", "val", "test")):
+        if "train" in splits and not any((folder / s).is_dir() for s in SPLITS):
             source = folder
         else:
             raise FileNotFoundError(f"{folder} has no {' or '.join(s + '/' for s in splits)} folder; pass that split's "
                                     "data explicitly (or omit it).")
-    raw, labels = _find(source, "raw"), _find(source, "labels")
+    files = split_files(source)  # the one dataset-folder layout (emzoo.io.dataset)
+    raw, labels = files.raw, files.labels
     if raw is None or labels is None:
         raise FileNotFoundError(
             f"no raw.* and labels.* in {source}; a dataset folder holds {splits[0]}/raw.tif and {splits[0]}/labels.tif "
             "(or raw.* and labels.* directly)."
         )
     arrays = [read_image(raw), read_image(labels)]
-    weights = _find(source, "weights")
-    if weights is not None:
-        arrays.append(read_image(weights))
+    if files.weights is not None:
+        arrays.append(read_image(files.weights))
     return arrays, name, class_names
 
 
@@ -318,8 +328,7 @@ class PatchDataset(keras.utils.PyDataset):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if mode not in ("2d", "multiframe", "3d"):
-            raise ValueError(f"mode must be '2d', 'multiframe' or '3d', got {mode!r}.")
+        mode = training_mode(mode)
         self.volumes = list(volumes)
         self.input_window = tuple(int(v) for v in input_window)
         self.label_window = tuple(int(v) for v in label_window)

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from emzoo._reshape import rebuild_from_config
+
 __all__ = ["PixelF1", "at_input_shape", "predict_whole", "score", "recalibrate_batchnorm"]
 
 
@@ -194,12 +196,7 @@ def _rebuild(model: keras.Model, shape: tuple[int | None, ...], how: str, entry:
             if layer.name in frozen:
                 layer.trainable = False
         return rebuilt
-    config = model.get_config()
-    inputs = [layer for layer in config.get("layers", []) if layer.get("class_name") == "InputLayer"]
-    if len(inputs) != 1:
-        raise ValueError("not a single-input functional model")
-    inputs[0]["config"]["batch_shape"] = [None, *shape]
-    return model.__class__.from_config(config)
+    return rebuild_from_config(model, shape)
 
 
 def predict_whole(model: keras.Model, raw: np.ndarray, *, mode: str) -> np.ndarray:
@@ -212,8 +209,8 @@ def predict_whole(model: keras.Model, raw: np.ndarray, *, mode: str) -> np.ndarr
         Model with a free input size (a fixed-size model is tiled at its size with the default halo instead).
     raw : ndarray
         Normalised raw ``(Z, Y, X)``.
-    mode : {"2d", "multiframe", "3d"}
-        Model kind.
+    mode : str
+        Model kind, in any spelling of :func:`emzoo.registry.model_kind` (``"2d"``, ``"multiframe"``, ``"3D"``...).
 
     Returns
     -------
@@ -221,10 +218,11 @@ def predict_whole(model: keras.Model, raw: np.ndarray, *, mode: str) -> np.ndarr
         float32 probabilities, channels last.
     """
     from emzoo.inference import predict
+    from emzoo.registry import model_kind
 
     raw = np.asarray(raw, np.float32)
     free = None in tuple(model.input_shape[1:-1])
-    tile = tuple(raw.shape) if mode == "3d" else tuple(raw.shape[1:])
+    tile = tuple(raw.shape) if model_kind(mode) == "3D" else tuple(raw.shape[1:])
     kwargs: dict[str, Any] = {"tile": tile, "halo": 0} if free else {}
     with warnings.catch_warnings():
         # A window the size of the image has no room for a halo, and needs none.

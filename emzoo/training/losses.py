@@ -29,6 +29,7 @@ __all__ = [
     "jaccard_log_loss",
     "focal_loss",
     "dice_loss",
+    "bce_dice_loss",
     "masked_dice_loss",
     "weighted_crossentropy",
     "multi_output_weighted_loss",
@@ -231,6 +232,30 @@ def dice_loss(
     return 1.0 - (2.0 * inter + smooth) / (total + smooth)
 
 
+def bce_dice_loss(
+    y_true: Any, y_pred: Any, *, weights: Any | None = None, smooth: float = 1.0, dice_weight: float = 1.0
+) -> Any:
+    """Cross-entropy plus ``dice_weight`` × the standard soft Dice loss (the short-run default of emzoo).
+
+    Binary cross-entropy for a sigmoid output, categorical for a softmax one (Dice pools the foreground classes).
+
+    BCE alone is minimised early by predicting background when the foreground is sparse; the Dice term is
+    normalised by the foreground's size, so missing it costs the same at 1 % foreground as at 40 %.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(float(bce_dice_loss(np.array([[1.0], [0.0]]), np.array([[0.5], [0.5]]), smooth=0.0)), 4)
+    1.1931
+    """
+    if y_pred.shape[-1] == 1:
+        ce = binary_crossentropy(y_true, y_pred, weights=weights)
+    else:
+        g, p = _one_hot(y_true, y_pred.shape[-1]), _probabilities(y_pred)
+        ce = _weighted_mean(-ops.sum(g * ops.log(p), axis=-1, keepdims=True), weights)
+    return ce + dice_weight * dice_loss(y_true, y_pred, weights=weights, smooth=smooth)
+
+
 def masked_dice_loss(
     y_true: Any, y_pred: Any, *, weights: Any | None = None, variant: str = "mekuc", epsilon: float = 1e-5
 ) -> Any:
@@ -345,6 +370,7 @@ LOSSES: dict[str, Callable[..., Any]] = {
     "jaccard": jaccard_log_loss,
     "focal": focal_loss,
     "dice": dice_loss,
+    "bce_dice": bce_dice_loss,
     "masked_dice": masked_dice_loss,
     "weighted_ce": weighted_crossentropy,
 }

@@ -2,7 +2,8 @@
 
 - :class:`RAdam` with :class:`WarmupLinearDecay`: EM-net's optimiser, the semantics of keras-radam 0.17.0
   (``TRAINING.md`` §1.2). Keras 3 has no RAdam.
-- :class:`PolyDecay`: Caffe's "poly" policy of CDeep3M's SGD (``TRAINING.md`` §3.3).
+- :class:`PolyDecay`: Caffe's "poly" policy of CDeep3M's SGD (``TRAINING.md`` §3.3), which is Keras'
+  ``PolynomialDecay`` ending at 0 (a thin subclass keeping Caffe's argument names).
 - :func:`make_optimizer`: the named optimisers the recipes use (``"radam"``, ``"sgd"``, ``"adam"``).
 
 Every class is registered serialisable under the ``emzoo`` package.
@@ -69,8 +70,11 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @keras.saving.register_keras_serializable(package="emzoo")
-class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
+class PolyDecay(keras.optimizers.schedules.PolynomialDecay):
     """Caffe's "poly" policy: ``lr = base_lr · (1 - step/max_steps)^power``, 0 after ``max_steps``.
+
+    Keras' :class:`~keras.optimizers.schedules.PolynomialDecay` with ``end_learning_rate=0`` (the same numbers);
+    kept under this name, with Caffe's argument names, for the recipes and saved configs that use it.
 
     Parameters
     ----------
@@ -90,13 +94,9 @@ class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, learning_rate: float = 1e-2, max_steps: int = 30_000, power: float = 0.8) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}.")
+        super().__init__(float(learning_rate), int(max_steps), end_learning_rate=0.0, power=float(power))
         self.learning_rate = float(learning_rate)
         self.max_steps = int(max_steps)
-        self.power = float(power)
-
-    def __call__(self, step: Any) -> Any:
-        frac = ops.clip(ops.cast(step, "float32") / float(self.max_steps), 0.0, 1.0)
-        return self.learning_rate * ops.power(1.0 - frac, self.power)
 
     def get_config(self) -> dict[str, Any]:
         return {"learning_rate": self.learning_rate, "max_steps": self.max_steps, "power": self.power}

@@ -72,14 +72,14 @@ def load_card_split(data: str | os.PathLike[str], spec: SplitSpec) -> tuple[np.n
 
 
 def _check_dataset(card: ZooCard, data: Path) -> None:
-    meta_path = data / "dataset.json"
+    from emzoo.io.dataset import dataset_metadata
+
     if not data.is_dir():
         raise FileNotFoundError(f"dataset folder {data} does not exist; pass --data shared/data/{card.dataset}.")
-    if meta_path.is_file():
-        name = json.loads(meta_path.read_text()).get("name")
-        if name and name != card.dataset:
-            raise ValueError(f"{data} holds dataset {name!r} but card {card.name} trains on {card.dataset!r}; "
-                             f"pass --data .../{card.dataset}.")
+    name = dataset_metadata(data)[1].get("name")
+    if name and name != card.dataset:
+        raise ValueError(f"{data} holds dataset {name!r} but card {card.name} trains on {card.dataset!r}; "
+                         f"pass --data .../{card.dataset}.")
 
 
 def _atomic_json(path: Path, value: Any) -> None:
@@ -87,6 +87,20 @@ def _atomic_json(path: Path, value: Any) -> None:
 
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def _save_weights(model: Any, target: Path) -> None:
+    """``model.save_weights(target)``, written then renamed: the file is written under its own name (Keras wants the
+    ``.weights.h5`` suffix) in a hidden folder beside it (:func:`emzoo.io.atomic.temp_sibling`), then moved."""
+    from emzoo.io.atomic import temp_sibling
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = temp_sibling(target, folder=True)
+    try:
+        model.save_weights(scratch / target.name)
+        os.replace(scratch / target.name, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _snapshot_steps(steps: int) -> dict[int, str]:
@@ -107,13 +121,11 @@ def _train(card: ZooCard, data: Path, out: Path, progress: bool) -> dict[str, An
 
     def on_step(step: int, model: Any) -> None:
         if step in snapshots:
-            snap_dir.mkdir(parents=True, exist_ok=True)
-            target = snap_dir / f"step_{step:07d}.weights.h5"
-            tmp = snap_dir / f".tmp_{step:07d}.weights.h5"  # Keras wants the .weights.h5 suffix
-            model.save_weights(tmp)
-            os.replace(tmp, target)
+            _save_weights(model, snap_dir / f"step_{step:07d}.weights.h5")
 
     kwargs = dict(card.finetune)
+    # A card trains on its whole train split for fixed steps and keeps the last weights: no validation carved.
+    kwargs.setdefault("val_fraction", 0)
     if card.num_classes is not None:
         kwargs["num_classes"] = card.num_classes
     started = time.process_time()
@@ -255,13 +267,13 @@ def _finish_preset(preset: Path, *, card: ZooCard, report: dict[str, Any], data:
 
     from emzoo.hub.compact import layer_signature, preset_file_hashes
     from emzoo.io.atomic import atomic_file
+    from emzoo.io.dataset import dataset_metadata
 
     meta = json.loads((preset / "emzoo.json").read_text())
     enc = card.storage
     shipped = report["scores"][f"{enc}/none"]
     test_split = f"{card.test.describe(card.dataset)} (held out; never used in training or model choice)"
-    dataset_meta = data / "dataset.json"
-    source = json.loads(dataset_meta.read_text()) if dataset_meta.is_file() else {}
+    source = dataset_metadata(data)[1]
     train = report["train"]
     meta.update({
         "name": card.name,

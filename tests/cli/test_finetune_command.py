@@ -33,7 +33,7 @@ def test_finetune_command_writes_a_loadable_preset(tmp_path):
     assert result.exit_code == 0, result.output
     assert "test F1" in result.output and "validation F1" in result.output
     meta = json.loads((out / "emzoo.json").read_text())
-    assert meta["entry"] == "unet2d_fb" and meta["recipe"]["name"] == "franco_barranco"
+    assert meta["entry"] == "unet2d_fb" and meta["recipe"]["name"] == "emzoo"
     assert meta["metrics"]["test_split"].startswith("data test")
     assert meta["extra"]["split"]["val"] == [3]
     model = emzoo.load(out)

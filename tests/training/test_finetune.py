@@ -11,6 +11,7 @@ import pytest
 
 import emzoo
 from emzoo.training import finetune
+from emzoo.training.config import TrainConfig
 
 TINY = {"widths": (4, 8, 16)}
 MODULE = sys.modules["emzoo.training.finetune"]
@@ -57,7 +58,7 @@ def test_same_seed_gives_the_same_weights(data, reference):
     assert _same(model, ref_model)
     assert history["final_weights_sha256"] != history["initial_weights_sha256"]  # it did train
     assert len(history["loss"]) == 4 and history["samples_per_s"] > 0
-    assert history["recipe"]["name"] == "emnet" and history["recipe"]["optimizer"] == "RAdam"
+    assert history["recipe"]["name"] == "emzoo" and history["recipe"]["optimizer"] == "RAdam"
 
 
 def test_interrupted_run_resumes_from_its_checkpoint_and_ends_identical(data, reference, tmp_path, monkeypatch):
@@ -75,6 +76,10 @@ def test_interrupted_run_resumes_from_its_checkpoint_and_ends_identical(data, re
         _run(data, seed=0, out_dir=out, checkpoint_every=2)
     monkeypatch.setattr(MODULE, "prefetch", real)
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_000000002"]
+    # the checkpoint stores the run's resolved config, from which its fingerprint follows
+    state = json.loads((out / "checkpoints" / "step_000000002" / "state.json").read_text())
+    config = TrainConfig.from_dict(state["config"])
+    assert config.fingerprint() == state["fingerprint"] and (config.steps, config.checkpoint_every) == (4, 2)
     with pytest.raises(ValueError, match="another configuration.*seed"):
         _run(data, seed=1, out_dir=out, checkpoint_every=2)
 
@@ -94,7 +99,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_and_ends_identical(data, re
     meta = json.loads((out / "emzoo.json").read_text())
     assert meta["normalization"]["method"] == "zscore" and meta["seed"] == 0
     assert meta["training_data"]["sha256"] == history["training_data"]["sha256"]
-    assert meta["recipe"]["name"] == "emnet" and meta["recipe"]["steps"] == 4
+    assert meta["recipe"]["name"] == "emzoo" and meta["recipe"]["steps"] == 4
     with pytest.raises(FileExistsError, match="finished preset"):
         _run(data, seed=0, out_dir=out)
 
