@@ -293,7 +293,8 @@ def choose_sampler(labels: Sequence[np.ndarray], window: tuple[int, int, int] | 
     >>> sampler, choice = choose_sampler([lab], (1, 32, 32))
     >>> type(sampler).__name__, choice["useful_windows"] < 0.5
     ('ProbabilityMapSampler', True)
-    >>> type(choose_sampler([lab], (1, 256, 256))[0]).__name__
+    >>> half = np.zeros((1, 64, 64)); half[0, :, :32] = 1
+    >>> type(choose_sampler([half], (1, 32, 32))[0]).__name__
     'UniformSampler'
     """
     labels = [np.asarray(lab) for lab in labels]

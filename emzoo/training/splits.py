@@ -131,6 +131,7 @@ def holdout_split(volumes: Sequence[TrainingVolume], fraction: float, *, gap: in
 
     Examples
     --------
+    >>> from emzoo.training.data import TrainingVolume
     >>> vol = TrainingVolume(np.zeros((10, 4, 4)), np.zeros((10, 4, 4)))
     >>> train, val, split = holdout_split([vol], 0.2)
     >>> split["train"], split["val"]

@@ -116,6 +116,11 @@ def window_metrics(model: keras.Model, windows: PatchDataset, n: int) -> dict[st
         labels.append(np.asarray(y)[..., 0].reshape(-1))
         probs.append(p.reshape(-1, p.shape[-1]))
     lab, prob = np.concatenate(labels), np.concatenate(probs)
+    bad = int((~np.isfinite(prob)).sum())
+    if bad:
+        raise RuntimeError(f"the trained model predicts {bad} NaN/inf values on {len(labels)} un-augmented training "
+                           "window(s); no preset was written. Lower the learning rate, or train in float32 "
+                           "(mixed_precision=False).")
     metrics = score(lab, prob)
     metrics.update(foreground_fractions(lab, prob))
     return metrics
