@@ -69,7 +69,8 @@ def finetune_command(
         result = run_kfold(name, data, k=kfold, test=test, seed=seed, out_dir=out, **common)
         for i, metrics in enumerate(result.metrics):
             typer.echo(f"fold {i}: val F1 {_fmt(metrics)}  -> {out / f'fold{i}'}")
-        typer.echo(f"mean val F1 {_fmt(result.mean_metrics)} over {kfold} folds; summary {out / 'kfold.json'}")
+        typer.echo(f"mean val F1 {_fmt(result.mean_metrics)} over {kfold} folds, each of "
+                   f"{result.folds[0]['fold_score_of']}; summary {out / 'kfold.json'}")
         if result.test_metrics:
             typer.echo(f"test F1 of the fold-mean ensemble: {_fmt(result.test_metrics['ensemble'])}")
         return

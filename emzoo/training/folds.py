@@ -106,7 +106,9 @@ def kfold(
     out_dir : path, optional
         Each fold's preset goes to ``out_dir/fold{i}``; a summary to ``out_dir/kfold.json``.
     **finetune_kwargs
-        Passed to :func:`emzoo.finetune` (``steps``, ``batch_size``, ``patch_size``, ``recipe``...).
+        Passed to :func:`emzoo.finetune` (``steps``, ``batch_size``, ``patch_size``, ``recipe``...). ``keep_best``
+        defaults to False here: each fold keeps its last step's weights, so its validation slab scores weights it
+        did not choose (``fold_score_of`` in each fold record says which).
 
     Returns
     -------
@@ -129,6 +131,11 @@ def kfold(
     folds = slab_folds(n, k, gap=gap)
     unit = "slice" if len(volumes) == 1 else "volume"
     finetune_kwargs.setdefault("data_name", source.name)
+    # A fold's score must come from weights its validation slab did not choose (the best checkpoint scored on the
+    # slab that picked it is optimistic): the last step's weights, unless the caller asks otherwise.
+    finetune_kwargs.setdefault("keep_best", False)
+    chosen = ("the last step's weights (the validation slab chose nothing)" if not finetune_kwargs["keep_best"] else
+              "the best checkpoint on the validation slab (optimistic: the slab chose the weights it scores)")
     models, histories, metrics, records = [], [], [], []
     for i, (train_idx, val_idx) in enumerate(folds):
         train, val = split_volumes(volumes, train_idx, val_idx)
@@ -143,7 +150,7 @@ def kfold(
         histories.append(history)
         metrics.append(dict(history.get("val_metrics") or {}))
         records.append({"fold": i, "unit": unit, "train": train_idx.tolist(), "val": val_idx.tolist(), "gap": gap,
-                        "initial_weights_sha256": history["initial_weights_sha256"]})
+                        "initial_weights_sha256": history["initial_weights_sha256"], "fold_score_of": chosen})
     keys = set.intersection(*(set(m) for m in metrics)) if metrics and all(metrics) else set()
     mean = {key: float(np.mean([m[key] for m in metrics])) for key in sorted(keys)}
     from emzoo.inference import Ensemble, predict
@@ -166,7 +173,7 @@ def kfold(
     if out_dir is not None:
         from emzoo.io.atomic import atomic_file
 
-        summary = {"k": k, "gap": gap, "unit": unit, "seed": seed, "training_data": {"name": source.name,
+        summary = {"k": k, "gap": gap, "unit": unit, "seed": seed, "fold_score_of": chosen, "training_data": {"name": source.name,
                                                                                         "sha256": source.sha256},
                    "folds": [{**r, "metrics": m} for r, m in zip(records, metrics, strict=True)],
                    "mean_metrics": mean, "test_metrics": test_metrics}

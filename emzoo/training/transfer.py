@@ -1,11 +1,7 @@
 """Transfer learning: a new head for another class count, a frozen encoder, and Mekuč et al.'s binary → multi-class.
 
-- :func:`replace_head` swaps the output convolution(s) for ones with ``num_classes`` channels (sigmoid for 1,
-  softmax otherwise). Every other layer, and its weights, is shared with the input model. Models whose output
-  feeds other layers (``net2d3d``'s 2D logits feed its 3D pyramid) are rebuilt by their entry instead, copying every
-  layer whose weight shapes still match.
-- :func:`freeze_encoder` freezes every layer that runs before the model's deepest downsampling (found in the graph, so
-  it works for every encoder-decoder family), or the layers named explicitly.
+- :func:`replace_head` and :func:`freeze_encoder` (re-exported from :mod:`emzoo.training.heads`, which describes
+  them): a new head, a frozen encoder.
 - :func:`binary_to_multiclass` is the HighRes3DZMNet pipeline (``TRAINING.md`` §4.1): train "any compartment vs
   background", then transfer all weights but the last layer to the multi-class model and train that.
 

@@ -63,4 +63,8 @@ def test_kfold_builds_fresh_weights_per_fold_and_averages_the_folds(tmp_path):
     assert set(result.test_metrics) == {"fold0", "fold1", "ensemble"}
     summary = json.loads((tmp_path / "cv" / "kfold.json").read_text())
     assert summary["k"] == 2 and len(summary["folds"]) == 2
+    # each fold is scored with weights its validation slab did not choose: the last step's
+    assert "last step" in summary["fold_score_of"] and "last step" in result.folds[0]["fold_score_of"]
+    for history in result.histories:
+        assert history["val_metrics"] == {k: v for k, v in history["val"][-1].items() if k != "step"}
     assert (tmp_path / "cv" / "fold0" / "emzoo.json").exists() and (tmp_path / "cv" / "fold1" / "emzoo.json").exists()
