@@ -72,7 +72,7 @@ def make_runner(model: Any, precision: str = "float32") -> ModelRunner:
     """
     model = resolve_model(model)
     if precision == "auto":
-        from emzoo.inference.effective import auto_precision
+        from emzoo.inference.measured import auto_precision
 
         precision = auto_precision(model)
     meta = dict(getattr(model, "emzoo_metadata", None) or {})

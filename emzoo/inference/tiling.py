@@ -240,7 +240,7 @@ def make_plan(
     halos = (None, None, None) if isinstance(halo, str) else _per_axis(halo, "halo")
     default_halo = None
     if halo is None:
-        from emzoo.inference.effective import preset_halo
+        from emzoo.inference.measured import preset_halo
 
         measured_halo = preset_halo(runner.source_model)
         default_halo = _per_axis(measured_halo, "preset halo") if measured_halo is not None else None
