@@ -178,20 +178,26 @@ def test_killed_process_resumes_to_identical_bytes(unet, source, tmp_path):
     assert _store_bytes(target) == _store_bytes(reference)
 
 
+def _dies_after(n, calls):
+    """A ``_run_block`` that records each block's index and raises KeyboardInterrupt before the ``n+1``-th block."""
+    original = blockwise._run_block
+
+    def run(*args, **kwargs):
+        if len(calls) == n:
+            raise KeyboardInterrupt("killed")
+        calls.append(args[5])
+        return original(*args, **kwargs)
+
+    return run
+
+
 def test_resume_recomputes_blocks_whose_input_changed(unet, tmp_path, monkeypatch):
     src = tmp_path / "src.zarr"
     write(src, VOLUME, chunks=(1, 32, 32))
     target = tmp_path / "out.zarr"
     original = blockwise._run_block
     calls = []
-
-    def dies_after_six(*args, **kwargs):
-        if len(calls) == 6:
-            raise KeyboardInterrupt("killed")
-        calls.append(args[5])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(blockwise, "_run_block", dies_after_six)
+    monkeypatch.setattr(blockwise, "_run_block", _dies_after(6, calls))
     with pytest.raises(KeyboardInterrupt):
         predict_blockwise(unet, str(src), target, block=BLOCK, normalization=NORM, num_workers=1, progress=False)
     iz, iy, ix = calls[0]  # a finished block whose input now changes (same path, shape and dtype)
@@ -221,15 +227,8 @@ def test_reading_an_unfinished_output_names_the_missing_blocks(unet, source, tmp
 
     original = blockwise._run_block
     calls = []
-
-    def dies_after_ten(*args, **kwargs):
-        if len(calls) == 10:
-            raise KeyboardInterrupt("killed")
-        calls.append(args[5])
-        return original(*args, **kwargs)
-
     target = tmp_path / "cut.zarr"
-    monkeypatch.setattr(blockwise, "_run_block", dies_after_ten)
+    monkeypatch.setattr(blockwise, "_run_block", _dies_after(10, calls))
     with pytest.raises(KeyboardInterrupt):
         predict_blockwise(unet, source, target, block=BLOCK, normalization=NORM, num_workers=1, progress=False)
     monkeypatch.setattr(blockwise, "_run_block", original)
