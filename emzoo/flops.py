@@ -24,6 +24,8 @@ from typing import Any
 
 import keras
 
+from emzoo._reshape import rebuild_from_config
+
 __all__ = ["FlopsReport", "LayerFlops", "count_flops", "layer_macs"]
 
 
@@ -133,19 +135,10 @@ def _layer_calls(model: keras.Model) -> Iterator[tuple[keras.layers.Layer, Any, 
             continue
         if isinstance(layer, keras.Model):
             call_shape = tuple(inputs[0].shape[1:])
-            inner = layer if tuple(layer.inputs[0].shape[1:]) == call_shape else _rebuild(layer, call_shape)
+            inner = layer if tuple(layer.inputs[0].shape[1:]) == call_shape else rebuild_from_config(layer, call_shape)
             yield from _layer_calls(inner)
             continue
         yield layer, inputs[0].shape, outputs[0].shape
-
-
-def _rebuild(model: keras.Model, input_shape: tuple[int, ...]) -> keras.Model:
-    """``model`` rebuilt from its config with a new input shape (functional, fully convolutional models only)."""
-    config = model.get_config()
-    for layer_cfg in config["layers"]:
-        if layer_cfg["class_name"] == "InputLayer":
-            layer_cfg["config"]["batch_shape"] = (None, *input_shape)
-    return model.__class__.from_config(config)
 
 
 def count_flops(model: Any, input_shape: tuple[int, ...] | None = None) -> FlopsReport:
@@ -176,7 +169,7 @@ def count_flops(model: Any, input_shape: tuple[int, ...] | None = None) -> Flops
 
         model = build(model, input_shape=input_shape)
     elif input_shape is not None and tuple(model.input_shape[1:]) != tuple(input_shape):
-        model = _rebuild(model, tuple(input_shape))
+        model = rebuild_from_config(model, tuple(input_shape))
     in_shape = _static(model.inputs[0].shape, "model input")
     rows = []
     for layer, inp, out in _layer_calls(model):

@@ -32,12 +32,17 @@ __all__ = [
     "MODEL_KINDS",
     "model_kind",
     "model_kind_of",
+    "kind_key",
+    "KIND_KEYS",
 ]
 
 #: The three kinds of model, spelled as ``EntryInfo.dims``: one image in and out, a stack of frames in and the centre
 #: image out (CDeep3M 3fm/5fm), a volume in and out.
 MODEL_KINDS = ("2D", "3D->2D", "3D")
-# Other spellings still in use (training's ``mode``, inference's ``Runner.kind``), lower-cased, to the one above.
+#: The same kinds as lower-case keys, as training (``mode``, recorded in histories) and inference (``Runner.kind``)
+#: spell them in code and file names.
+KIND_KEYS = {"2D": "2d", "3D->2D": "multiframe", "3D": "3d"}
+# Every accepted spelling, lower-cased, to the registry's (``"frames"`` was inference's until 2026-12).
 _KIND_SPELLINGS = {"2d": "2D", "3d->2d": "3D->2D", "multiframe": "3D->2D", "multi-frame": "3D->2D",
                    "frames": "3D->2D", "3d": "3D"}
 
@@ -60,6 +65,17 @@ def model_kind(spelling: str) -> str:
         raise ValueError(f"unknown model kind {spelling!r}; use one of {', '.join(MODEL_KINDS)} "
                          f"(or {', '.join(sorted(_KIND_SPELLINGS))}).")
     return kind
+
+
+def kind_key(spelling: str) -> str:
+    """The lower-case key (``"2d"``, ``"multiframe"``, ``"3d"``) of any spelling of a model kind.
+
+    Examples
+    --------
+    >>> kind_key("3D->2D"), kind_key("frames"), kind_key("3D")
+    ('multiframe', 'multiframe', '3d')
+    """
+    return KIND_KEYS[model_kind(spelling)]
 
 
 def model_kind_of(model: Any) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from emzoo._reshape import free_input_shape
 from emzoo.inference.ensemble import Ensemble, _Accumulator
 from emzoo.inference.progress import progress_bar
 from emzoo.inference.runner import ModelRunner
@@ -27,15 +28,8 @@ _SLAB_VOXELS = 1 << 26
 
 def _relaxed_shape(model: Any) -> tuple[int | None, ...] | None:
     """The model's input shape with free y/x (and z for 3D nets), or None if nothing is fixed."""
-    shape = tuple(model.inputs[0].shape[1:])
-    out_rank = len(model.outputs[0].shape)
-    if len(shape) == 3:
-        relaxed = (None, None, shape[-1])
-    elif out_rank == 4:  # multi-frame: keep the frames
-        relaxed = (shape[0], None, None, shape[-1])
-    else:
-        relaxed = (None, None, None, shape[-1])
-    return None if relaxed == shape else relaxed
+    relaxed = free_input_shape(model)
+    return None if relaxed == tuple(model.inputs[0].shape[1:]) else relaxed
 
 
 def resolve_model(model: Any) -> Any:
@@ -120,7 +114,7 @@ def data_layout(shape: tuple[int, ...], runner: ModelRunner, axes: str | None = 
     else:
         has_z, has_c = False, False
     spatial = nd - int(has_c)
-    kind_name = {"2d": "2D", "frames": "multi-frame", "3d": "3D"}[runner.kind]
+    kind_name = {"2d": "2D", "multiframe": "multi-frame", "3d": "3D"}[runner.kind]
     if spatial not in (2, 3) or (runner.kind == "3d" and not has_z):
         want = "(Z, Y, X) volumes" if runner.kind == "3d" else "(Y, X) images or (Z, Y, X) stacks"
         raise ValueError(f"wrong number of dimensions for a {kind_name} model: got an array of shape {shape}, the "

@@ -3,7 +3,7 @@
 Every net is handled as a map from a ``(Z, Y, X)`` input window to a ``(Z, Y, X)`` output window:
 
 - ``"2d"``: a 2D net; the window is one z slice (``Z = 1``), so a stack is predicted slice by slice.
-- ``"frames"``: a multi-frame net (CDeep3M 3fm/5fm: input ``(frames, H, W, 1)``, 2D output for the centre slice);
+- ``"multiframe"``: a multi-frame net (CDeep3M 3fm/5fm: input ``(frames, H, W, 1)``, 2D output for the centre slice);
   the window is ``frames`` slices in, one slice out, i.e. a net that is *valid* along z.
 - ``"3d"``: a 3D net (same-size or valid: net2d3d's output is smaller than its input in y/x).
 """
@@ -81,7 +81,7 @@ class ModelRunner:
 
     Attributes
     ----------
-    kind : {"2d", "frames", "3d"}
+    kind : {"2d", "multiframe", "3d"}
     in_channels, num_classes : int
     fixed : tuple of (int or None)
         Fixed input window per ``(z, y, x)`` (``z = 1`` for 2D nets, ``frames`` for multi-frame ones).
@@ -113,7 +113,7 @@ class ModelRunner:
             self.kind = "2d"
             self.fixed: tuple[int | None, ...] = (1, *in_shape[:2])
         elif n_in == 3 and n_out == 2:
-            self.kind = "frames"
+            self.kind = "multiframe"
             if in_shape[0] is None:
                 raise ValueError(f"{model.name}: a multi-frame net needs a fixed number of frames in its input "
                                  f"shape, got {in_shape}.")
@@ -133,7 +133,7 @@ class ModelRunner:
             div = [math.lcm(int(a), int(b)) for a, b in zip(div, divisor, strict=False)]
         if self.kind == "2d":
             self.divisor = (1, *div)
-        elif self.kind == "frames":
+        elif self.kind == "multiframe":
             self.divisor = (1, *div[1:])
         else:
             self.divisor = tuple(div)
@@ -159,7 +159,7 @@ class ModelRunner:
 
     def _margin(self) -> tuple[int, ...]:
         probe = None
-        if any(s is not None for s in self.fixed[1:]) or self.kind == "frames":
+        if any(s is not None for s in self.fixed[1:]) or self.kind == "multiframe":
             probe = tuple(self._default_probe_size())
         try:
             m = receptive_field(self.model, method="analytic", input_shape=probe)
@@ -170,7 +170,7 @@ class ModelRunner:
             m = receptive_field(self.model, method="probe", input_shape=probe)
         if self.kind == "2d":
             return (0, *m)
-        if self.kind == "frames":
+        if self.kind == "multiframe":
             return (int(self.fixed[0]) // 2, *m)
         return tuple(m)
 

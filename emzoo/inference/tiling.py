@@ -248,7 +248,7 @@ def make_plan(
     h_used = []
     for a in range(3):
         div, fixed = int(runner.divisor[a]), runner.fixed[a]
-        if a == 0 and runner.kind in ("2d", "frames"):
+        if a == 0 and runner.kind in ("2d", "multiframe"):
             n_in.append(int(fixed))  # 1 slice, or the frames of a multi-frame net
             h_used.append(int(fixed) // 2)
             continue

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emzoo.registry import kind_key
+
 __all__ = ["Transform", "tta_transforms", "TTA_MODES"]
 
 TTA_MODES = (None, "none", "flips", "d4", "d4+z")
@@ -56,7 +58,7 @@ class Transform:
 
 
 def tta_transforms(tta: str | None, kind: str) -> list[Transform]:
-    """The transforms of a TTA mode for a net of ``kind`` (``"2d"``, ``"frames"`` or ``"3d"``).
+    """The transforms of a TTA mode for a net of ``kind`` (any spelling of :func:`emzoo.registry.model_kind`).
 
     Examples
     --------
@@ -67,6 +69,7 @@ def tta_transforms(tta: str | None, kind: str) -> list[Transform]:
         raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     if tta in (None, "none"):
         return [Transform()]
+    kind = kind_key(kind)
     z_options = (False,) if kind == "2d" else (False, True)
     if tta == "flips":
         return [Transform(flip_z=z, flip_y=y, flip_x=x)

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from emzoo.io.dataset import SPLITS, dataset_metadata, split_files
-from emzoo.registry import model_kind
+from emzoo.registry import KIND_KEYS, kind_key
 from emzoo.training.augment import (
     Augment,
     adjust_intensity,
@@ -52,9 +52,8 @@ __all__ = [
 ]
 
 
-#: Training's spelling of the model kinds (recorded in histories as ``mode``), keyed by the registry's
-#: (:data:`emzoo.registry.MODEL_KINDS`, ``EntryInfo.dims``).
-MODES = {"2D": "2d", "3D->2D": "multiframe", "3D": "3d"}
+#: Training's ``mode`` (recorded in histories) is the registry's lower-case kind key; kept under its old name.
+MODES = KIND_KEYS
 
 
 def training_mode(kind: str) -> str:
@@ -70,7 +69,7 @@ def training_mode(kind: str) -> str:
     >>> training_mode("3D->2D"), training_mode("multiframe"), training_mode("3d")
     ('multiframe', 'multiframe', '3d')
     """
-    return MODES[model_kind(kind)]
+    return kind_key(kind)
 
 
 @dataclass

@@ -107,7 +107,7 @@ def test_fixed_size_3d_net_with_crops_and_two_outputs():
 def test_multi_frame_net_uses_mirrored_z_context():
     model = toys.frames_net(3)
     runner = make_runner(model)
-    assert runner.kind == "frames" and runner.margin == (1, 3, 3)
+    assert runner.kind == "multiframe" and runner.margin == (1, 3, 3)
     vol = RNG.random((4, 30, 26)).astype(np.float32)
     out = predict(model, vol, tile=16, blend="none", progress=False)
     assert out.shape == (4, 30, 26, 2)
