@@ -13,6 +13,7 @@ from emzoo.cli import hub as hub_cmd
 from emzoo.cli import models as models_cmd
 from emzoo.cli import predict as predict_cmd
 from emzoo.cli import zoo as zoo_cmd
+from emzoo.cli.config import use_config
 
 app = typer.Typer(
     name="emzoo",
@@ -23,12 +24,12 @@ app = typer.Typer(
 )
 app.command("list")(models_cmd.list_command)
 app.command("info")(models_cmd.info_command)
-app.command("predict")(predict_cmd.predict_command)
+app.command("predict")(use_config(predict_cmd.predict_command, beside="output"))
 app.command("download")(hub_cmd.download_command)
 app.command("publish")(hub_cmd.publish_command)
-app.command("benchmark")(benchmark_cmd.benchmark_command)
+app.command("benchmark")(use_config(benchmark_cmd.benchmark_command, folder="out"))
 app.command("demo")(benchmark_cmd.demo_command)
-app.command("finetune")(finetune_cmd.finetune_command)
+app.command("finetune")(use_config(finetune_cmd.finetune_command, folder="out"))
 app.command("train-zoo")(zoo_cmd.train_zoo_command)
 app.command("export")(export_cmd.export_command)
 
