@@ -42,7 +42,7 @@ from emzoo.inference.progress import progress_bar
 from emzoo.inference.runner import ModelRunner
 from emzoo.inference.tiling import Source, TilePlan, make_plan, predict_region
 from emzoo.inference.tta import tta_transforms
-from emzoo.io.atomic import atomic_file, temp_sibling
+from emzoo.io.atomic import atomic_dir, atomic_file, temp_sibling
 from emzoo.io.core import explain_disk_full
 from emzoo.io.normalize import resolve_normalization
 from emzoo.io.zarrio import PROGRESS_DIR
@@ -149,6 +149,7 @@ class _SourceRef:
         else:
             self.array = src
         self._opened: tuple[Any, str | None] | None = None
+        self.voxel_size: tuple[float, ...] | None = getattr(src, "voxel_size", None)  # for OME-Zarr output
 
     def open(self) -> tuple[Any, str | None]:
         if self._opened is None:
@@ -157,6 +158,7 @@ class _SourceRef:
 
                 volume = read(self.path, lazy=True)
                 self._opened = (volume.data, volume.axes)
+                self.voxel_size = volume.voxel_size
             else:
                 self._opened = (self.array, None)
         return self._opened
@@ -270,7 +272,10 @@ def _run_block(ref: _ModelRef, src: _SourceRef, dst: str, jobs: list[_Job], regi
         raise ValueError(f"the model predicted {bad} NaN/Inf value(s) in the block at {[lo for lo, _ in spatial]}; "
                          "nothing was written for it. Check the model's weights and the input normalisation.")
     target = zarr.open_array(dst, mode="r+")
-    target[tuple(slice(lo, hi) for lo, hi in spatial)] = result
+    box: tuple[slice, ...] = tuple(slice(lo, hi) for lo, hi in spatial)
+    if len(box) < result.ndim and (getattr(target.metadata, "dimension_names", None) or ("",))[0] == "c":
+        result, box = np.moveaxis(result, -1, 0), (slice(None), *box)  # an OME-Zarr level 0 stores channels first
+    target[box] = result
     with atomic_file(Path(dst) / PROGRESS_DIR / _marker(index)) as tmp:
         tmp.write_text(digest.hexdigest())
     return index
@@ -297,14 +302,14 @@ def _triple(value: int | tuple[int, ...], spatial: int, what: str) -> tuple[int,
 
 
 def _open_dst(dst: str, *, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str, run: dict[str, Any],
-              overwrite: bool) -> tuple[set[str], Path | None]:
+              overwrite: bool, ome: dict[str, Any] | None = None) -> tuple[set[str], Path | None]:
     """Create the output store (or reopen it to resume); returns the completion records already present and, when
     an old ``dst`` is being replaced, the hidden folder it was moved into (deleted once the new run completes,
-    moved back if it fails)."""
-    import zarr
-
+    moved back if it fails). ``ome`` (axes and voxel size) makes ``dst`` an OME-Zarr image whose level 0 holds
+    the blocks and the run record. The new store is made in a temporary sibling and renamed into place, so a
+    failure (a full disk) leaves nothing behind and puts a replaced store back."""
     path = Path(dst)
-    progress = path / PROGRESS_DIR
+    progress = _level0(path, ome) / PROGRESS_DIR
     record = progress / "run.json"
     aside = None
     if os.path.lexists(path):
@@ -317,12 +322,45 @@ def _open_dst(dst: str, *, shape: tuple[int, ...], chunks: tuple[int, ...], dtyp
                                   "choose another output path.")
         aside = temp_sibling(path, "old", folder=True)
         os.replace(path, aside / path.name)
-    zarr.create_array(str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
-                      attributes={"emzoo": {k: run[k] for k in ("source", "output", "tta", "blend", "halo")}})
-    progress.mkdir()
-    with atomic_file(record) as tmp:
-        tmp.write_text(json.dumps(run, indent=1))
+    kept = "the previous store was put back intact" if aside is not None else "nothing was left there"
+    with explain_disk_full(dst, f"{kept} and the input is intact; free space on that disk or write elsewhere, "
+                                "then run again."):
+        try:
+            with atomic_dir(path) as tmp:
+                _create_store(tmp, shape=shape, chunks=chunks, dtype=dtype, run=run, ome=ome)
+        except BaseException:
+            _settle(path, aside, ok=False)
+            raise
     return set(), aside
+
+
+def _level0(path: Path, ome: dict[str, Any] | None) -> Path:
+    """The folder of the array the blocks are written to: ``dst`` itself, or an OME-Zarr image's level 0."""
+    from emzoo.io.ome import level_path
+
+    return path / level_path(0) if ome is not None else path
+
+
+def _create_store(path: Path, *, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str, run: dict[str, Any],
+                  ome: dict[str, Any] | None) -> None:
+    """An empty output array (or OME-Zarr image, channels first) with its run record, at ``path``."""
+    import zarr
+
+    attrs = {"emzoo": {k: run[k] for k in ("source", "output", "tta", "blend", "halo")}}
+    if ome is None:
+        zarr.create_array(str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0, attributes=attrs)
+    else:
+        from emzoo.io.ome import create_image
+
+        channels = len(shape) > len(ome["spatial"])
+        if channels:
+            shape, chunks = (shape[-1], *shape[:-1]), (chunks[-1], *chunks[:-1])
+        create_image(path, shape=shape, chunks=chunks, dtype=dtype, axes="C" * channels + ome["spatial"],
+                     voxel_size=ome["voxel_size"], name=run["output"], attributes=attrs)
+    progress = _level0(path, ome) / PROGRESS_DIR
+    progress.mkdir()
+    with atomic_file(progress / "run.json") as tmp:
+        tmp.write_text(json.dumps(run, indent=1))
 
 
 def _settle(dst: Path, aside: Path | None, ok: bool) -> None:
@@ -382,7 +420,10 @@ def predict_blockwise(
         h5py, dask or numpy array. ``(Z, Y, X)`` or ``(Y, X)``, channels last if the model takes several.
     dst : str or path-like
         Output Zarr array (created; see ``overwrite``). Shape ``(*spatial, C)`` for probabilities, ``spatial``
-        for ``output="foreground"``/``"mask"``.
+        for ``output="foreground"``/``"mask"``. A ``*.ome.zarr`` path is an OME-Zarr image instead (Zarr v3,
+        NGFF 0.5; :mod:`emzoo.io.ome`): the blocks fill its level ``s0`` (channels first), the source's voxel
+        size becomes its scale in nanometres, and after the last block the pyramid (at least 3 levels; mean, or
+        nearest for masks) is computed chunk by chunk from ``s0``.
     block : int or tuple, optional
         Output block per spatial axis, the unit of work and the output chunk. Rounded up to the model's divisor.
         Default: 8 slices deep for 2D and multi-frame nets (cube for 3D nets) with y/x sides such that a block's
@@ -434,7 +475,7 @@ def predict_blockwise(
     Returns
     -------
     zarr.Array
-        The output array (read-only).
+        The output array (read-only; an OME-Zarr output's level ``s0``).
 
     Raises
     ------
@@ -533,17 +574,19 @@ def predict_blockwise(
         "threshold": threshold, "dtype": out_dtype, "chunks": list(full_chunks),
         "normalization": [j.spec for j in jobs],
     }, default=str))
+    ome = _ome_layout(dst, has_z, src_ref.voxel_size)
     done, aside = _open_dst(os.fspath(dst), shape=out_shape, chunks=full_chunks, dtype=out_dtype, run=run,
-                            overwrite=overwrite)
+                            overwrite=overwrite, ome=ome)
     counts = [-(-s // b) for s, b in zip(shape3, block3, strict=True)]
     dst_path = os.fspath(dst)
+    level0 = os.fspath(_level0(Path(dst_path), ome))
     pending, stale = [], 0
     for index in itertools.product(*(range(c) for c in counts)):
         key = index if has_z else index[1:]
         region = tuple((i * b, min((i + 1) * b, s)) for i, b, s in zip(index, block3, shape3, strict=True))
         if _marker(key) in done:
             # A finished block is kept only if the input it was computed from is unchanged (same bytes).
-            recorded = (Path(dst_path) / PROGRESS_DIR / _marker(key)).read_text().strip()
+            recorded = (Path(level0) / PROGRESS_DIR / _marker(key)).read_text().strip()
             if recorded and recorded == _block_digest(data, jobs, region):
                 continue
             stale += 1
@@ -556,8 +599,12 @@ def predict_blockwise(
                       f"computed (or was not recorded); recomputing them with the rest ({len(pending)} of {total} "
                       "blocks).", UserWarning, stacklevel=2)
     try:
-        _run_pending(pending, total, ref, src_ref, dst_path, jobs, runners, output, threshold, out_dtype, client,
+        _run_pending(pending, total, ref, src_ref, level0, jobs, runners, output, threshold, out_dtype, client,
                      num_workers, progress)
+        if ome is not None:
+            from emzoo.io.ome import build_pyramid
+
+            build_pyramid(dst_path, method="nearest" if output == "mask" else "mean")
     except BaseException:
         _settle(Path(dst_path), aside, ok=False)
         state = ("the previous store was put back intact; free space on that disk or write elsewhere, then run "
@@ -566,7 +613,17 @@ def predict_blockwise(
         with explain_disk_full(dst_path, state):
             raise
     _settle(Path(dst_path), aside, ok=True)
-    return zarr.open_array(dst_path, mode="r")
+    return zarr.open_array(level0, mode="r")
+
+
+def _ome_layout(dst: str | os.PathLike[str], has_z: bool, voxel_size: tuple[float, ...] | None
+                ) -> dict[str, Any] | None:
+    """For a ``*.ome.zarr`` ``dst``: its spatial axes and the source's voxel size (when it has one per axis)."""
+    if not os.fspath(dst).lower().endswith(".ome.zarr"):
+        return None
+    spatial = "ZYX" if has_z else "YX"
+    keep = voxel_size is not None and len(voxel_size) == len(spatial)
+    return {"spatial": spatial, "voxel_size": tuple(float(v) for v in voxel_size) if keep else None}
 
 
 def _run_pending(pending: list[Any], total: int, ref: _ModelRef, src_ref: _SourceRef, dst_path: str,

@@ -1,4 +1,5 @@
-"""Zarr v2/v3 arrays and groups, and OME-Zarr (NGFF 0.4/0.5) images at their full-resolution level 0.
+"""Zarr v2/v3 arrays and groups, and OME-Zarr (NGFF 0.4/0.5) images: read at their full-resolution level 0, written
+as multiscale pyramids by :mod:`emzoo.io.ome`.
 
 Chunks are written by zarr's ``LocalStore``, which writes each chunk to a temporary file and renames it into place,
 so a reader never sees a half-written chunk.
@@ -14,6 +15,7 @@ import numpy as np
 
 from emzoo.io.atomic import atomic_dir
 from emzoo.io.hdf5 import voxel_size_from_attrs
+from emzoo.io.ome import multiscales
 from emzoo.io.tiff import UNIT_NM, canonical_axes
 from emzoo.io.volume import Volume
 
@@ -32,16 +34,6 @@ def is_zarr_path(path: str | os.PathLike[str]) -> bool:
     p = Path(path)
     return p.suffix.lower() == ".zarr" or (p.is_dir() and any((p / m).exists()
                                                              for m in ("zarr.json", ".zarray", ".zgroup")))
-
-
-def multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The OME-NGFF ``multiscales`` list of a group's attributes (0.4: top level; 0.5: under ``"ome"``)."""
-    if "multiscales" in attrs:
-        return attrs["multiscales"]
-    ome = attrs.get("ome")
-    if isinstance(ome, dict) and "multiscales" in ome:
-        return ome["multiscales"]
-    return None
 
 
 def _ome_level0(group: Any, source: str) -> tuple[Any, str, tuple[float, ...] | None]:
@@ -147,7 +139,9 @@ def read_zarr(path: str, key: str | None = None, *, lazy: bool | None = None,
         else:
             axes = {2: "YX", 3: "ZYX", 4: "ZYXC"}.get(array.ndim, "")
     if not allow_incomplete:
-        check_complete(Path(path) / array.path, tuple(array.shape), source=source)
+        # the completion record counts blocks over the spatial axes; an OME-Zarr level stores channels first
+        spatial = [int(n) for a, n in zip(axes, array.shape, strict=False) if a != "C" or not axes.startswith("C")]
+        check_complete(Path(path) / array.path, tuple(spatial), source=source)
     if voxel is None:
         voxel = voxel_size_from_attrs(dict(array.attrs), sum(a in "ZYX" for a in axes))
     import dask.array as da
@@ -162,59 +156,42 @@ def read_zarr(path: str, key: str | None = None, *, lazy: bool | None = None,
     return Volume(data=data, voxel_size=voxel, axes=axes, source=source)
 
 
-def _ome_attrs(shape: tuple[int, ...], voxel_size: tuple[float, ...] | None, axes: str) -> dict[str, Any]:
-    spatial = [a for a in axes if a in "ZYX"]
-    scale = list(voxel_size) if voxel_size is not None else [1.0] * len(spatial)
-    ax = [{"name": a.lower(), "type": "space", **({"unit": "nanometer"} if voxel_size is not None else {})}
-          for a in spatial]
-    transforms = scale
-    if "C" in axes:
-        ax.insert(0, {"name": "c", "type": "channel"})
-        transforms = [1.0, *scale]
-    return {"multiscales": [{"version": "0.4", "name": "image", "axes": ax,
-                             "datasets": [{"path": "0", "coordinateTransformations": [
-                                 {"type": "scale", "scale": transforms}]}]}]}
-
-
 def write_zarr(path: str | os.PathLike[str], key: str | None, array: Any, *, chunks: tuple[int, ...] | None = None,
                voxel_size: tuple[float, ...] | None = None, axes: str | None = None, zarr_format: int = 3,
                ome: bool | None = None) -> None:
     """Write ``array`` as a Zarr array at ``path`` (or member ``key`` of a group), chunk by chunk for dask input.
 
     The array is written into a temporary sibling folder and renamed into place when complete. ``ome=True`` (the
-    default for ``*.ome.zarr``) writes an OME-NGFF 0.4 image group with one level (channels moved first, as NGFF
-    requires).
+    default for ``*.ome.zarr``) writes an OME-Zarr multiscale image instead (:func:`emzoo.io.ome.write_ome_image`:
+    NGFF 0.5 in Zarr v3, 0.4 in Zarr v2; at least 3 levels; channels first, as NGFF requires; the voxel size as
+    each level's scale in nanometres). Its pyramid averages floating-point data (probabilities) and takes every
+    second voxel of integer data, which may be labels whose values must not be blended.
     """
     import dask.array as da
     import zarr
 
     from emzoo.io.volume import is_lazy
 
-    shape = tuple(int(s) for s in array.shape)
-    axes = axes or {2: "YX", 3: "ZYX", 4: "ZYXC"}.get(len(shape), "")
     ome = str(path).lower().endswith(".ome.zarr") if ome is None else ome
-    data = array if is_lazy(array) else da.from_array(np.asarray(array), chunks=chunks or "auto")
     if ome:
+        from emzoo.io.ome import write_ome_image
+
         if key is not None:
             raise ValueError("write an OME-Zarr image as its own store (path.ome.zarr), not as a group member.")
-        if axes.endswith("C"):
-            data = da.moveaxis(data, -1, 0)
-            if chunks:
-                chunks = (chunks[-1], *chunks[:-1])
+        floating = np.issubdtype(np.dtype(array.dtype), np.floating)
+        write_ome_image(path, array, voxel_size=voxel_size, axes=axes, zarr_format=zarr_format, chunks=chunks,
+                        method="mean" if floating else "nearest")
+        return
+    data = array if is_lazy(array) else da.from_array(np.asarray(array), chunks=chunks or "auto")
     chunks = tuple(int(c) for c in chunks) if chunks else tuple(int(c[0]) for c in data.chunks)
     data = data.rechunk(chunks)
     attrs: dict[str, Any] = {}
-    if voxel_size is not None and not ome:
+    if voxel_size is not None:
         attrs["resolution"] = [float(v) for v in voxel_size]
 
     def _write(store_path: Path, name: str | None) -> None:
-        if ome:
-            group = zarr.open_group(str(store_path), mode="w", zarr_format=zarr_format)
-            group.attrs.update(_ome_attrs(shape, voxel_size, axes))
-            target = group.create_array("0", shape=data.shape, chunks=chunks, dtype=data.dtype)
-        else:
-            target = zarr.create_array(str(store_path) if name is None else str(store_path / name), shape=data.shape,
-                                       chunks=chunks, dtype=data.dtype, attributes=attrs, zarr_format=zarr_format)
+        target = zarr.create_array(str(store_path) if name is None else str(store_path / name), shape=data.shape,
+                                   chunks=chunks, dtype=data.dtype, attributes=attrs, zarr_format=zarr_format)
         da.store(data, target, lock=False)
 
     if key is None:
