@@ -32,6 +32,7 @@ _API = {
     "predict_blockwise": "emzoo.inference",
     "Ensemble": "emzoo.inference",
     "instances": "emzoo.inference.instances",
+    "instances_blockwise": "emzoo.inference.instances_blockwise",
     "finetune": "emzoo.training",
     "kfold": "emzoo.training",
     "benchmark": "emzoo.benchmark",

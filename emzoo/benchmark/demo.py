@@ -63,25 +63,29 @@ def emstellar_references(folder: str | Path | None = None) -> dict[str, tuple[np
 
 
 def plot_overlay(raw: np.ndarray, labels: np.ndarray, prob: np.ndarray, path: str | Path, *, title: str) -> Path:
-    """Raw slices with the ground truth (green outline) and the prediction > 0.5 (magenta fill), written atomically."""
+    """The test slices side by side, each drawn by :func:`emzoo.viz.overlay_rgb` with its F1, written atomically.
+
+    The ground truth is outlined in yellow; false positives (prediction > 0.5 outside it) are filled vermillion and
+    false negatives blue, as in ``emzoo benchmark``'s per-item overlays.
+    """
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
 
+    from emzoo.benchmark.overlays import item_scores
     from emzoo.benchmark.report import _atomic
+    from emzoo.viz import legend_text, overlay_rgb
 
+    raw, labels, prob = (np.asarray(a) if np.ndim(a) == 3 else np.asarray(a)[None] for a in (raw, labels, prob))
     n = raw.shape[0]
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.8), squeeze=False)
     for i, ax in enumerate(axes[0]):
-        ax.imshow(raw[i], cmap="gray")
-        mask = np.ma.masked_where(prob[i] <= 0.5, np.ones_like(prob[i]))
-        ax.imshow(mask, cmap=ListedColormap(["magenta"]), alpha=0.35, vmin=0, vmax=1)
-        ax.contour(labels[i] > 0, levels=[0.5], colors="lime", linewidths=0.8)
+        ax.imshow(overlay_rgb(raw[i], prob[i], labels[i]), interpolation="antialiased")
         ax.set_axis_off()
-        ax.set_title(f"test slice {i}", fontsize=9)
-    fig.suptitle(f"{title}: prediction (magenta) vs ground truth (green outline)", fontsize=10)
+        scores = item_scores(labels[i], prob[i])
+        ax.set_title(f"test slice {i}: F1 {scores['f1']:.3f}, Jaccard {scores['jaccard']:.3f}", fontsize=8)
+    fig.suptitle(f"{title}\n{legend_text(True)}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     _atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from emzoo.benchmark.data import Dataset, Split, array_sha256, load_dataset
+from emzoo.benchmark.instance_scores import INSTANCE_COLUMNS
 from emzoo.benchmark.report import METRIC_COLUMNS, write_outputs
 
 __all__ = ["ModelSpec", "parse_model_spec", "benchmark", "METRIC_COLUMNS"]
@@ -209,7 +210,14 @@ class _Runner:
         return model, {"weights": f"fine-tuned {steps} steps"}
 
     def score(self, prob: np.ndarray, split: Split) -> dict[str, float]:
-        return score_objects(split.labels, prob, objects=self.options["objects"], threshold=self.options["threshold"])
+        row = score_objects(split.labels, prob, objects=self.options["objects"], threshold=self.options["threshold"])
+        if self.options.get("instances"):
+            from emzoo.benchmark.instance_scores import score_instances
+
+            row.update(score_instances(split.labels, prob, method=self.options["instances"],
+                                       threshold=self.options["threshold"], objects=self.options["objects"],
+                                       volume=self.options.get("instances_3d", False)))
+        return row
 
     def run_model(self, spec: ModelSpec) -> dict[str, Any]:
         start = time.perf_counter()
@@ -300,6 +308,9 @@ def benchmark(
     predictions: dict[str, tuple[np.ndarray, str]] | None = None,
     keep_probabilities: dict[str, np.ndarray] | None = None,
     objects: str = "foreground",
+    overlays: bool = True,
+    instances: str | None = "cc",
+    instances_3d: bool = False,
 ) -> pd.DataFrame:
     """Score zoo entries, presets and ensembles on a dataset and return the leaderboard.
 
@@ -337,6 +348,17 @@ def benchmark(
     objects : {"foreground", "background"}
         What the metrics count as objects: the foreground class (mitochondria), or the background when the labels
         are boundaries (membranes, ISBI 2012 protocol: the cells between them; every metric on ``1 - p``).
+    overlays : bool
+        With ``out``: also write ``overlays/<model>/<item>.png`` per scored row and test item (its F1, Jaccard,
+        precision and recall in the corner) and ``overlays/contact_sheet.png``
+        (:func:`emzoo.benchmark.overlays.write_overlays`).
+    instances : {"cc", "distance_ws", "boundary_ws"} or None
+        How objects are decoded from each prediction for the instance columns (``inst_f1`` = matching F1 at IoU
+        0.5, ``inst_iou`` = mean matched IoU, ``are`` = adapted Rand error, ``vi_split`` / ``vi_merge``), scored
+        against the ground-truth objects (instance labels as they are, binary labels by connected components);
+        None leaves these columns NaN. See :mod:`emzoo.benchmark.instance_scores`.
+    instances_3d : bool
+        Label a (Z, Y, X) test stack in 3D for the instance columns; default: slice by slice.
 
     Returns
     -------
@@ -349,6 +371,10 @@ def benchmark(
     """
     if objects not in ("foreground", "background"):
         raise ValueError(f"objects must be 'foreground' or 'background', got {objects!r}.")
+    if instances is not None:
+        from emzoo.inference.instances import _check_method
+
+        instances = _check_method(instances)
     if sort not in METRIC_COLUMNS:
         raise ValueError(f"unknown sort metric {sort!r}; choose one of {', '.join(METRIC_COLUMNS)}.")
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
@@ -367,7 +393,8 @@ def benchmark(
     ensemble_specs = [s for s in specs if s.kind == "ensemble"]
     options = dict(finetune=finetune, kfold=kfold, threshold=threshold, tile=tile, halo=halo, tta=tta, sort=sort,
                    seed=seed, val_fraction=val_fraction, progress=progress, finetune_kwargs=finetune_kwargs or {},
-                   need_val=any(s.mode == "topk" for s in ensemble_specs), objects=objects)
+                   need_val=any(s.mode == "topk" for s in ensemble_specs), objects=objects, instances=instances,
+                   instances_3d=instances_3d)
 
     def log(message: str) -> None:
         if progress:
@@ -381,7 +408,8 @@ def benchmark(
         "threshold": threshold, "tile": tile, "halo": halo, "tta": tta, "seed": seed, "backend": _backend(),
         "device": _device(), "emzoo_version": _version(),
         # emzoo.metrics' convention for ratios with a zero denominator (METRICS.md asks to record it).
-        "zero_division": "nan", "objects": objects,
+        "zero_division": "nan", "objects": objects, "instances": instances,
+        "instances_labelled": "3D" if instances_3d else "per slice",
     }
     rows: dict[str, dict[str, Any]] = {}
     for index, spec in enumerate([*model_specs, *ensemble_specs], start=1):
@@ -412,6 +440,12 @@ def benchmark(
     board = _to_frame(rows, sort)
     if out is not None:
         write_outputs(board, Path(out), sort=sort)
+        if overlays:
+            from emzoo.benchmark.overlays import write_overlays
+
+            probs = {**runner.test_probs, **{k: np.asarray(v[0], np.float32) for k, v in (predictions or {}).items()}}
+            shown = {m: probs[m] for m in board.loc[board["status"] == "ok", "model"]}  # leaderboard order
+            write_overlays(dataset.test, shown, Path(out) / "overlays", threshold=threshold, objects=objects)
     return board
 
 
@@ -419,7 +453,7 @@ def _to_frame(rows: dict[str, dict[str, Any]], sort: str) -> pd.DataFrame:
     records = []
     for label, row in rows.items():
         record = {"model": label, "status": row.get("status", "failed")}
-        for col in METRIC_COLUMNS:
+        for col in (*METRIC_COLUMNS, *INSTANCE_COLUMNS):
             record[col] = row.get(col, math.nan)
         record["vrand_threshold"] = row.get("vrand_threshold", math.nan)
         record["vinfo_threshold"] = row.get("vinfo_threshold", math.nan)

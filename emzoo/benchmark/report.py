@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from emzoo.benchmark.instance_scores import INSTANCE_COLUMNS
 from emzoo.io.atomic import atomic_file
 
 __all__ = ["METRIC_COLUMNS", "write_outputs", "to_markdown", "plot_heatmap", "plot_ballchart"]
@@ -20,7 +21,9 @@ __all__ = ["METRIC_COLUMNS", "write_outputs", "to_markdown", "plot_heatmap", "pl
 METRIC_COLUMNS = ("vrand", "vinfo", "f1", "jaccard", "accuracy", "sensitivity", "specificity", "ppv", "npv")
 
 _TITLES = {"vrand": "VRand", "vinfo": "VInfo", "f1": "F1", "jaccard": "Jaccard", "accuracy": "Accuracy",
-           "sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV", "npv": "NPV"}
+           "sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV", "npv": "NPV",
+           "inst_f1": "F1@0.5 (obj)", "inst_iou": "mIoU (obj)", "are": "ARE", "vi_split": "VI split",
+           "vi_merge": "VI merge"}
 
 
 def _atomic(path: Path, write: Callable[[str], Any]) -> None:
@@ -38,12 +41,14 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def to_markdown(board: pd.DataFrame, *, sort: str = "vrand") -> str:
     """The leaderboard as a Markdown table (metrics to 4 decimals, best first)."""
-    cols = ["model", *METRIC_COLUMNS, "gflops", "params", "status"]
-    head = ["#", "model", *[_TITLES[c] for c in METRIC_COLUMNS], "GFLOPs", "params", "status"]
+    # instance columns (emzoo.benchmark.instance_scores) when the board has them: object F1 / IoU, ARE, VI
+    shown = [*METRIC_COLUMNS, *[c for c in INSTANCE_COLUMNS if c in board.columns]]
+    cols = ["model", *shown, "gflops", "params", "status"]
+    head = ["#", "model", *[_TITLES[c] for c in shown], "GFLOPs", "params", "status"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---:"] + ["---"] + ["---:"] * (len(head) - 3) + ["---"]) + "|"]
     for rank, (_, row) in enumerate(board[cols].iterrows(), start=1):
         cells = [str(rank), row["model"]]
-        cells += [_fmt(row[c]) for c in METRIC_COLUMNS]
+        cells += [_fmt(row[c]) for c in shown]
         cells += [_fmt(row["gflops"], 2), f"{int(row['params']):,}" if row["params"] else "-"]
         cells.append(row["status"])
         lines.append("| " + " | ".join(cells) + " |")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 
-def _print_board(board, out: Path | None, sort: str) -> None:
+def _print_board(board, out: Path | None, sort: str, *, overlays: bool = False) -> None:
     from rich.console import Console
     from rich.markdown import Markdown
 
@@ -19,6 +19,24 @@ def _print_board(board, out: Path | None, sort: str) -> None:
                  "ballchart.png", "overlay.png")
         written = [n for n in names if (out / n).is_file()]  # never report a file that was not written
         typer.echo(f"wrote {', '.join(f'{out}/{n}' for n in written)}" if written else f"wrote nothing to {out}")
+        if overlays:
+            _print_overlays(out / "overlays")
+
+
+def _print_overlays(folder: Path) -> None:
+    """Say which overlay files this run wrote (the folder is replaced as a whole by each run that draws them)."""
+    per_model = {d.name: len(list(d.glob("*.png"))) for d in sorted(folder.iterdir()) if d.is_dir()} \
+        if folder.is_dir() else {}
+    pictures = sum(per_model.values())
+    if not pictures:
+        typer.echo("wrote no overlays (no model was scored)")
+        return
+    counts = sorted(set(per_model.values()))
+    each = f"{counts[0]} per model" if len(counts) == 1 else "per model: " + ", ".join(
+        f"{k} {v}" for k, v in per_model.items())
+    sheet = folder / "contact_sheet.png"
+    typer.echo(f"wrote {pictures} overlays ({each}) in {folder}/<model>/<item>.png"
+               + (f" and {sheet}" if sheet.is_file() else ""))
 
 
 def _nothing_scored(board) -> bool:
@@ -44,6 +62,8 @@ def benchmark_command(
     test_labels: Path = typer.Option(None, "--test-labels", help="Explicit test labels."),
     train_raw: Path = typer.Option(None, "--train-raw", help="Explicit train image (with --train-labels)."),
     train_labels: Path = typer.Option(None, "--train-labels", help="Explicit train labels."),
+    overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlays/<model>/<item>.png (raw, "
+                                  "ground-truth outline, errors, scores) and overlays/contact_sheet.png."),
 ) -> None:
     """Score models and ensembles on a dataset; print the leaderboard and write tables and plots to --out."""
     from emzoo.benchmark import benchmark, load_dataset
@@ -58,8 +78,8 @@ def benchmark_command(
             pairs[split] = (raw, labels)
     dataset = load_dataset(data, **pairs) if (data is not None or pairs) else load_dataset(None)
     board = benchmark(model, dataset, ensembles=ensemble, finetune=finetune, kfold=kfold, threshold=threshold,
-                      tile=tile, halo=halo, tta=tta, sort=sort, seed=seed, out=out)
-    _print_board(board, out, sort)
+                      tile=tile, halo=halo, tta=tta, sort=sort, seed=seed, out=out, overlays=overlays)
+    _print_board(board, out, sort, overlays=overlays)
     if _nothing_scored(board):
         typer.echo("emzoo: error: no model could be scored (see the errors above)", err=True)
         raise typer.Exit(1)
@@ -73,7 +93,7 @@ def demo_command(
     from emzoo.benchmark.demo import DEFAULT_STEPS, run_demo
 
     board = run_demo(out, steps=steps or DEFAULT_STEPS)
-    _print_board(board, out, "vrand")
+    _print_board(board, out, "vrand", overlays=True)
     if _nothing_scored(board):
         typer.echo("emzoo: error: no model could be scored (see the errors above)", err=True)
         raise typer.Exit(1)

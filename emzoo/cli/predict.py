@@ -91,6 +91,85 @@ def _is_zarr(path: str) -> bool:
     return Path(split_uri(path)[0]).suffix.lower() == ".zarr"
 
 
+def _foreground_view(data, channels: bool):
+    """The foreground of a prediction as :func:`emzoo.inference.foreground` reads it, lazily for dask arrays.
+
+    A probability map's class axis is last (one class: it; two: class 1; more: anything but class 0); masks and
+    labels are drawn as they are (non-zero is foreground).
+    """
+    if not channels:
+        return data
+    classes = int(data.shape[-1])
+    return data[..., 0] if classes == 1 else data[..., 1] if classes == 2 else 1 - data[..., 0]
+
+
+def _write_preview(path: str, model: str, input: str, prediction) -> str:
+    """The mid-sections of INPUT with the prediction overlaid; a .zarr OUTPUT (a path) is read lazily."""
+    from emzoo.io import read
+    from emzoo.viz import write_preview
+
+    source = read(input, lazy=True)
+    raw = source.data[..., 0] if source.axes.endswith("C") else source.data
+    if isinstance(prediction, str):  # only the chunks the three sections cross are read from the store
+        stored = read(prediction, lazy=True)
+        prob = _foreground_view(stored.data, stored.axes.endswith("C"))
+    else:
+        prob = _foreground_view(prediction, prediction.ndim == raw.ndim + 1)
+    size = source.voxel_size if source.voxel_size and len(source.voxel_size) == raw.ndim else None
+    written = write_preview(path, raw, prob, voxel_size=size, title=f"{model} on {Path(input).name}")
+    return str(written)
+
+
+def _is_ome(path: str) -> bool:
+    from emzoo.io.volume import split_uri
+
+    return split_uri(path)[0].rstrip("/").lower().endswith(".ome.zarr")
+
+
+def _blockwise_instances(model: str, input: str, output: str, *, method: str, min_size: int, threshold: float,
+                         block: int | tuple[int, ...] | None, overwrite: bool, **options) -> tuple[int, ...]:
+    """Predict the foreground blockwise, then label it blockwise (:func:`emzoo.inference.instances_blockwise`).
+
+    A ``*.ome.zarr`` OUTPUT keeps the foreground probability as its image and gets the labels where OME-NGFF puts
+    them, ``labels/instances`` (:func:`emzoo.io.ome.write_labels`); any other ``.zarr`` OUTPUT is the uint32 labels,
+    and the probabilities go to a hidden sibling folder deleted at the end.
+    """
+    import re
+    import shutil
+    import warnings
+
+    from emzoo.inference import instances_blockwise, predict_blockwise
+    from emzoo.io import read
+    from emzoo.io.atomic import temp_sibling
+
+    voxel_size = read(input, lazy=True).voxel_size
+    work = temp_sibling(Path(output.rstrip("/")), "prob", folder=True)
+    try:
+        prob = output if _is_ome(output) else str(work / "prob.zarr")
+        result = predict_blockwise(model, input, prob, block=block, output="foreground",
+                                   overwrite=overwrite or not _is_ome(output), **options)
+        labels = str(work / "labels.zarr") if _is_ome(output) else output
+        ndim = len(result.shape)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            done = instances_blockwise(read(prob, lazy=True).data, labels, method, threshold=threshold,
+                                       min_size=min_size, sampling=_relative_spacing(voxel_size, ndim), block=block,
+                                       overwrite=overwrite or _is_ome(output))
+        for warning in caught:  # objects too long to split: one line, with the --block that would split them
+            text = re.sub(r"pass halo >= \d+ \(or a block >= (\d+): the default halo is half the block\)",
+                          r"pass --block with sides >= \1 (the labelling halo is half the block)", str(warning.message))
+            typer.echo(f"emzoo: warning: {text}", err=True)
+        if _is_ome(output):
+            import dask.array as da
+
+            from emzoo.io.ome import write_labels
+
+            write_labels(output, da.from_zarr(done), name="instances")
+        return tuple(done.shape)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def predict_command(
     model: str = typer.Argument(..., help="Entry name, entry.tag, hf://org/repo@rev, preset folder or .keras file."),
     input: str = typer.Argument(..., help="Image/volume: .tif, slice folder, file.h5:/ds, .zarr, .mrc, .npy."),
@@ -108,7 +187,8 @@ def predict_command(
     instances: str = typer.Option(None, "--instances", help="Write uint32 object labels (0 = background) made by "
                                                             "cc, distance_ws or boundary_ws from the foreground "
                                                             "(boundary) probability; --threshold sets their "
-                                                            "threshold (default 0.5). In-memory outputs only."),
+                                                            "threshold (default 0.5). A .zarr OUTPUT is labelled "
+                                                            "blockwise (a *.ome.zarr one gets labels/instances)."),
     min_size: str = typer.Option(None, "--min-size", help="With --instances: drop objects of fewer voxels (an "
                                                           "integer >= 0)."),
     block: str = typer.Option(None, "--block", help="Block (= output chunk) for .zarr output, e.g. 8,512,512."),
@@ -116,6 +196,9 @@ def predict_command(
     batch_size: str = typer.Option(None, "--batch-size", help="Windows per model call (an integer >= 1)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT (never the input)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    preview: str = typer.Option(None, "--preview", help="Also write this PNG: the input's mid-sections (XY; XZ and "
+                                                        "YZ for a volume) with the prediction overlaid (read "
+                                                        "lazily from a .zarr OUTPUT)."),
 ) -> None:
     """Predict class probabilities (or a mask, or object labels) and print a summary line: voxels, seconds, voxels/s.
 
@@ -127,7 +210,8 @@ def predict_command(
     try:
         _predict(model, input, output, tile=tile, halo=halo, tta=tta, blend=blend, threshold=threshold,
                  foreground_only=foreground_only, instances=instances, min_size=min_size, block=block,
-                 scheduler=scheduler, batch_size=batch_size, overwrite=overwrite, progress=progress)
+                 scheduler=scheduler, batch_size=batch_size, overwrite=overwrite, progress=progress,
+                 preview=preview)
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
     except Exception as exc:  # every failure is reported as one line, never a traceback
@@ -138,7 +222,7 @@ def predict_command(
 def _predict(model: str, input: str, output: str, *, tile: str | None, halo: str | None, tta: str | None,
              blend: str | None, threshold: str | None, foreground_only: bool, instances: str | None,
              min_size: str | None, block: str | None, scheduler: str | None, batch_size: str | None,
-             overwrite: bool, progress: bool) -> None:
+             overwrite: bool, progress: bool, preview: str | None = None) -> None:
     import numpy as np
 
     from emzoo.io.guard import check_output
@@ -155,17 +239,23 @@ def _predict(model: str, input: str, output: str, *, tile: str | None, halo: str
     zarr_out = _is_zarr(output)
     if not zarr_out and (scheduler or block):
         raise _Usage("--scheduler and --block apply to .zarr output (blockwise prediction).")
-    if zarr_out and method is not None:
-        raise _Usage("--instances is in-memory only for now; write a .tif, .h5:/ds or .npy OUTPUT, or label a .zarr "
-                     "probability map with emzoo.instances().")
-    # A .zarr output from an interrupted run with the same arguments is resumed; predict_blockwise decides.
-    check_output(output, inputs=[input], overwrite=overwrite or zarr_out)
+    # A .zarr output from an interrupted run with the same arguments is resumed; predict_blockwise decides. Labels
+    # (--instances) are written whole at the end, so an existing OUTPUT needs --overwrite, as for in-memory outputs.
+    check_output(output, inputs=[input], overwrite=overwrite or (zarr_out and (method is None or _is_ome(output))))
+    if preview is not None:
+        if Path(preview).suffix.lower() != ".png":
+            raise _Usage(f"--preview must be a .png file, got {preview!r}")
+        check_output(preview, inputs=[input, output], overwrite=overwrite or zarr_out, what="--preview")
 
     from emzoo.inference import foreground, predict, predict_blockwise
     from emzoo.io import read, write
 
     start = time.perf_counter()
-    if zarr_out:
+    if zarr_out and method is not None:
+        shape = _blockwise_instances(model, input, output, method=method, min_size=smallest,
+                                     threshold=0.5 if cut is None else cut, block=blocks, client=scheduler,
+                                     blend=blend or "none", overwrite=overwrite, **kwargs)
+    elif zarr_out:
         mode = "mask" if cut is not None else "foreground" if foreground_only else "probabilities"
         result = predict_blockwise(model, input, output, block=blocks, client=scheduler, blend=blend or "none",
                                    output=mode, threshold=0.5 if cut is None else cut, overwrite=overwrite, **kwargs)
@@ -197,3 +287,5 @@ def _predict(model: str, input: str, output: str, *, tile: str | None, halo: str
     voxels = int(np.prod(shape))
     typer.echo(f"emzoo predict: {voxels:,} voxels in {seconds:.1f} s ({voxels / max(seconds, 1e-9):,.0f} voxels/s) "
                f"-> {output}")
+    if preview is not None:
+        typer.echo(f"wrote preview {_write_preview(preview, model, input, output if zarr_out else data)}")

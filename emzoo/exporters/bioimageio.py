@@ -156,25 +156,25 @@ def _citations(entry_info: Any) -> list[Any]:
 
 
 def _cover(x: np.ndarray, y: np.ndarray, path: Path) -> None:
-    """Input and prediction side by side (2:1), centre slice, first channel / first class."""
-    import matplotlib
+    """The cover: :func:`emzoo.viz.cover_image` of the centre slice (input | input with the prediction overlaid).
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    The same picture as a preset's model card (``save_preset(cover=...)``): 2:1 for a square test tile.
+    """
+    from emzoo.viz import cover_image, write_image
 
     def plane(a: np.ndarray) -> np.ndarray:
         a = a[0]
         while a.ndim > 3:
             a = a[a.shape[0] // 2]
-        a = a[..., 0].astype(np.float32)
-        lo, hi = float(a.min()), float(a.max())
-        return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+        return a.astype(np.float32)
 
-    left, right = plane(x), plane(y)
+    left, right = plane(x)[..., 0], plane(y)
+    # The foreground as emzoo.inference.foreground reads it (more classes: anything but class 0).
+    right = right[..., 0] if right.shape[-1] == 1 else right[..., 1] if right.shape[-1] == 2 else 1 - right[..., 0]
     if right.shape != left.shape:  # valid-convolution outputs: centre-crop the input to the output's size
         off = [(a - b) // 2 for a, b in zip(left.shape, right.shape, strict=True)]
         left = left[off[0]:off[0] + right.shape[0], off[1]:off[1] + right.shape[1]]
-    plt.imsave(path, np.concatenate([left, right], axis=1), cmap="gray", format="png")
+    write_image(path, cover_image(left, np.clip(right, 0.0, 1.0)))
 
 
 def _output_axes(spec: Any, model: Any, out_index: int, in_axes: list[str], test_shape: tuple[int, ...],

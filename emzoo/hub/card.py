@@ -103,6 +103,11 @@ def model_card(meta: dict[str, Any], config: dict[str, Any]) -> str:
         "```", "",
         "## Stats", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in _stats(meta)), "",
     ]
+    cover = meta.get("cover") or {}
+    if cover.get("file"):
+        # A relative link: the picture travels in the same folder (Hub repo, bioimage.io package).
+        lines[4:4] = [f"![{cover.get('caption', 'prediction')}]({cover['file']})", "",
+                      f"*{cover.get('caption', '')}*", ""]
     if metrics:
         lines += [f"## Metrics (test split: {metrics['test_split']})", "", "| metric | value |", "|---|---|",
                   *(f"| {k} | {v:.4f} |" for k, v in metrics["values"].items()), ""]
@@ -110,6 +115,7 @@ def model_card(meta: dict[str, Any], config: dict[str, Any]) -> str:
         lines += ["## Training recipe", "", "```json", json.dumps(meta["recipe"], indent=1), "```", ""]
     lines += ["## Files", "", "- `config.json`: entry and build kwargs (rebuilt with emzoo's builder, no pickles)",
               "- `model.weights.h5`: Keras 3 weights", "- `emzoo.json`: axes, input, normalisation, metrics, versions",
+              *([f"- `{cover['file']}`: the picture above (emzoo.viz.cover_image)"] if cover.get("file") else []),
               "", f"Written {meta['date']} with emzoo {config['emzoo_version']}, Keras {config['keras_version']}.", ""]
     card = ModelCard.from_template(_card_data(meta), template_str=_TEMPLATE, body="\n".join(lines))
     return str(card)

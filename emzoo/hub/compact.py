@@ -184,6 +184,7 @@ def write_compact_preset(src: str | os.PathLike[str], dst: str | os.PathLike[str
         raise FileExistsError(f"{dst} exists; pass overwrite=True or choose another folder.")
     if dst.resolve() == src.resolve():
         raise ValueError(f"the compact preset {dst} would replace its source; choose another folder.")
+    from emzoo.hub.layout import COVER_FILE
     from emzoo.io.atomic import atomic_dir
 
     with atomic_dir(dst) as tmp:
@@ -194,8 +195,9 @@ def write_compact_preset(src: str | os.PathLike[str], dst: str | os.PathLike[str
                                     "decoded_dtype": "float32"}
         meta["files"] = preset_file_hashes(tmp)
         (tmp / "emzoo.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if (src / "README.md").is_file():
-            shutil.copyfile(src / "README.md", tmp / "README.md")
+        for name in ("README.md", COVER_FILE):  # the card and the picture it shows
+            if (src / name).is_file():
+                shutil.copyfile(src / name, tmp / name)
     return dst
 
 

@@ -17,11 +17,14 @@ from typing import Any
 
 from emzoo.hub.manifest import WEIGHT_FILES
 
-__all__ = ["FORMAT", "PRESET_FILES", "LOAD_FILES", "METADATA_KEYS", "to_json", "from_json"]
+__all__ = ["FORMAT", "PRESET_FILES", "COVER_FILE", "LOAD_FILES", "METADATA_KEYS", "to_json", "from_json"]
 
 FORMAT = "emzoo.preset/1"
 #: What :func:`emzoo.save_preset` writes.
 PRESET_FILES = ("config.json", "model.weights.h5", "emzoo.json", "README.md")
+#: The model card's picture, written beside them when :func:`emzoo.save_preset` is given ``cover=`` (test data and
+#: its prediction); loading never needs it.
+COVER_FILE = "cover.png"
 #: What loading needs: the config, one of the two weight files (plain or compact), the metadata.
 LOAD_FILES = ("config.json", *WEIGHT_FILES, "emzoo.json")
 

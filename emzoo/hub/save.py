@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from emzoo.hub.card import model_card
-from emzoo.hub.layout import FORMAT, METADATA_KEYS, from_json, to_json
+from emzoo.hub.layout import COVER_FILE, FORMAT, METADATA_KEYS, from_json, to_json
 from emzoo.hub.manifest import sha256_file
 from emzoo.io.atomic import atomic_dir
 
@@ -190,6 +190,28 @@ def _metadata(model: Any, info: Any, kwargs: dict[str, Any], meta_in: dict[str, 
     return to_json(meta, "preset metadata")
 
 
+def _cover(cover: Any, split: str | None) -> tuple[Any, dict[str, Any]]:
+    """The card's picture (:func:`emzoo.viz.cover_image` of the middle slice) and its ``emzoo.json`` record."""
+    import numpy as np
+
+    from emzoo.viz import cover_image, legend_text
+
+    if not isinstance(cover, (tuple, list)) or len(cover) not in (2, 3):
+        raise TypeError("cover must be (raw, prob) or (raw, prob, labels): test data, the model's foreground "
+                        f"probabilities on it and optionally its ground truth; got {type(cover).__name__}.")
+    arrays = [np.asarray(a) for a in cover]
+    if any(a.shape != arrays[0].shape for a in arrays) or arrays[0].ndim not in (2, 3):
+        raise ValueError(f"cover arrays must share one (Y, X) or (Z, Y, X) shape, got {[a.shape for a in arrays]}; "
+                         "pass the foreground map (no class axis).")
+    middle = arrays[0].shape[0] // 2 if arrays[0].ndim == 3 else None
+    planes = [a if middle is None else a[middle] for a in arrays]
+    truth = len(planes) == 3
+    where = f"{split}, " if split else "test data, "
+    where += "" if middle is None else f"slice {middle}, "
+    caption = f"{where}raw (left) and prediction > 0.5 (right); {legend_text(truth)}"
+    return cover_image(*planes), {"file": COVER_FILE, "caption": caption}
+
+
 def save_preset(
     model: Any,
     directory: str | os.PathLike[str],
@@ -197,9 +219,12 @@ def save_preset(
     entry: str | None = None,
     build_kwargs: dict[str, Any] | None = None,
     overwrite: bool = False,
+    cover: Any = None,
     **metadata: Any,
 ) -> Path:
     """Write a model as a preset folder: config.json, model.weights.h5, emzoo.json and a README.md model card.
+
+    With ``cover=`` the card also shows ``cover.png``, the test data with the prediction overlaid.
 
     The folder is written into a temporary sibling and renamed into place, so a failure leaves nothing half-written.
 
@@ -216,6 +241,10 @@ def save_preset(
         the model. The preset is checked to rebuild the model's exact variable shapes.
     overwrite : bool
         Replace an existing folder (atomically) instead of refusing.
+    cover : (raw, prob) or (raw, prob, labels), optional
+        Test data (2D, or a volume whose middle slice is shown), the model's foreground probabilities on it and
+        its ground truth: written as ``cover.png`` (:func:`emzoo.viz.cover_image`, the bioimage.io cover's picture)
+        and shown at the top of the model card.
     **metadata
         Recorded in ``emzoo.json`` and the model card: ``description``, ``axes`` (default ``"YXC"``/``"ZYXC"`` from
         the input rank), ``normalization`` (an :mod:`emzoo.io.normalize` spec), ``receptive_field``, ``halo``,
@@ -259,11 +288,18 @@ def save_preset(
     kwargs = _infer_build_kwargs(model, info.name, build_kwargs)
     versions = _versions()
     meta = _metadata(model, info, kwargs, meta_in, versions)
+    picture = None
+    if cover is not None:
+        picture, meta["cover"] = _cover(cover, (meta.get("metrics") or {}).get("test_split"))
     config = {"format": FORMAT, "entry": info.name, "build_kwargs": kwargs, "emzoo_version": versions["emzoo"],
               "keras_version": versions["keras"]}
     with atomic_dir(target) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         model.save_weights(tmp / "model.weights.h5")
+        if picture is not None:
+            from emzoo.viz import write_image
+
+            write_image(tmp / COVER_FILE, picture)
         # load() checks these, so a corrupted local copy gets the same clear error as a corrupted download.
         meta["files"] = {n: sha256_file(tmp / n) for n in ("config.json", "model.weights.h5")}
         (tmp / "emzoo.json").write_text(json.dumps(meta, indent=2) + "\n")

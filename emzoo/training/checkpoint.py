@@ -42,6 +42,8 @@ class RunState:
     best_step: int | None = None
     best_weights: list[np.ndarray] | None = None
     initial_weights_sha256: str | None = None
+    #: (raw, foreground probability, labels) of a test slice for the preset's card; never checkpointed.
+    cover: Any = None
 
 
 def _to_numpy(variable: Any) -> np.ndarray:

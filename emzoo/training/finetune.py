@@ -472,7 +472,7 @@ def finetune(
                                                val_metrics=history["val_metrics"], keep_checkpoints=keep_checkpoints,
                                                description=description, test_metrics=history.get("test_metrics"),
                                                test_name=history.get("test_data", {}).get("name"),
-                                               collapse=history["collapse"]))
+                                               collapse=history["collapse"], cover=state.cover))
     model = free_copy(model, mode, entry, build_kwargs) or model
     # What emzoo.predict reads from a loaded preset: predict(model, raw) then normalises like training did.
     metadata = {"entry": entry, "normalization": spec, "num_classes": n_classes,
@@ -547,8 +547,9 @@ def _train_loop(model: keras.Model, config: TrainConfig, state: RunState, datase
 
 
 def _test_metrics(model: keras.Model, config: TrainConfig, test: Any, source: DataSource,
-                  ) -> tuple[dict[str, float], DataSource]:
-    """Scores of the returned weights on the test data (never used for any choice), and the test data's source."""
+                  ) -> tuple[dict[str, float], DataSource, Any]:
+    """Scores of the returned weights on the test data (never used for any choice), the test data's source, and
+    the picture of it for the model card (:attr:`Validator.cover`)."""
     test_volumes, test_source = load_pairs(test, split="test")
     if test_source.sha256 == source.sha256:
         raise ValueError("the test data is the training data (same content digest); scoring on it would report "
@@ -556,7 +557,8 @@ def _test_metrics(model: keras.Model, config: TrainConfig, test: Any, source: Da
     for vol in test_volumes:
         vol.labels = prepare_labels(vol.labels, config.num_classes)
         vol.raw = normalize(vol.raw, config.normalization)
-    return Validator(test_volumes, config.mode, config.entry, config.build_kwargs)(model), test_source
+    validator = Validator(test_volumes, config.mode, config.entry, config.build_kwargs)
+    return validator(model), test_source, validator.cover
 
 
 def _finish_history(model: keras.Model, config: TrainConfig, state: RunState, *, source: DataSource,
@@ -578,7 +580,8 @@ def _finish_history(model: keras.Model, config: TrainConfig, state: RunState, *,
     if collapse:
         warnings.warn(collapse, CollapseWarning, stacklevel=3)
     if test is not None:
-        history["test_metrics"], test_source = _test_metrics(model, config, test, source)
+        history["test_metrics"], test_source, cover = _test_metrics(model, config, test, source)
+        state.cover = cover
         history["test_data"] = {"name": test_source.name, "sha256": test_source.sha256}
     ran = history.get("stopped_early", config.steps) - start
     batch = config.batch_size
@@ -636,7 +639,8 @@ def _preset_metadata(config: TrainConfig, source: DataSource, val_metrics: dict[
 
 def _write_preset(model: keras.Model, out_path: Path, *, config: TrainConfig, source: DataSource,
                   val_metrics: dict[str, float] | None, keep_checkpoints: bool, description: str | None,
-                  test_metrics: dict[str, float] | None, test_name: str | None, collapse: str | None = None) -> Path:
+                  test_metrics: dict[str, float] | None, test_name: str | None, collapse: str | None = None,
+                  cover: Any = None) -> Path:
     """Write ``out_path`` as a preset at the entry's reference input shape (its checkpoints kept if asked)."""
     from emzoo.hub.presets import save_preset
 
@@ -655,7 +659,8 @@ def _write_preset(model: keras.Model, out_path: Path, *, config: TrainConfig, so
         parked = temp_sibling(out_path, "ckpt", folder=True)
         os.replace(ckpt, parked / "checkpoints")
     metadata = _preset_metadata(config, source, val_metrics, description, test_metrics, test_name, collapse)
-    path = save_preset(to_save, out_path, entry=entry, build_kwargs=build_kwargs or None, overwrite=True, **metadata)
+    path = save_preset(to_save, out_path, entry=entry, build_kwargs=build_kwargs or None, overwrite=True, cover=cover,
+                       **metadata)
     if parked is not None:
         os.replace(parked / "checkpoints", path / "checkpoints")
         shutil.rmtree(parked, ignore_errors=True)

@@ -61,6 +61,9 @@ class Validator:
         self.entry = entry
         self.build_kwargs = build_kwargs
         self.copies: dict[Any, keras.Model] = {}
+        #: (raw, foreground probability, labels) of the first volume's middle slice at the last call: the picture a
+        #: preset's card shows (``save_preset(cover=...)``); None until called or for odd shapes.
+        self.cover: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.labels = np.concatenate([v.labels.ravel() for v in volumes])
         masks = [v.weights for v in volumes]
         self.mask = None if all(m is None for m in masks) else np.concatenate(
@@ -94,10 +97,23 @@ class Validator:
                 copy.set_weights(weights)
                 synced.add(id(copy))
             probs.append(predict_whole(copy, vol.raw, mode=self.mode))
+        self.cover = _middle_slice(self.volumes[0], probs[0])
         flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in probs])
         metrics = score(self.labels, flat, mask=self.mask)
         metrics.update(foreground_fractions(self.labels, flat, self.mask))
         return metrics
+
+
+def _middle_slice(volume: TrainingVolume, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The middle slice of a volume with its foreground probability (the last of 1-2 channels, else 1 - background)."""
+    raw, labels = np.asarray(volume.raw), np.asarray(volume.labels)
+    fg = prob[..., -1] if prob.shape[-1] <= 2 else 1.0 - prob[..., 0]
+    if raw.ndim == 3 and fg.ndim == 3 and labels.ndim == 3:
+        mid = raw.shape[0] // 2
+        raw, fg, labels = raw[mid], fg[mid], labels[mid]
+    if raw.ndim != 2 or fg.shape != raw.shape or labels.shape != raw.shape:
+        return None
+    return raw, fg.astype(np.float32), labels
 
 
 class CollapseWarning(UserWarning):

@@ -45,10 +45,13 @@ def test_writes_uint32_labels_like_the_api(files, method):
     assert np.array_equal(data, expected)
 
 
-def test_refused_for_zarr_output(files):
+def test_existing_zarr_output_needs_overwrite(files):
+    # labels are written whole at the end (tests/instances/test_blockwise_instances.py), so no resume: --overwrite
+    (files / "out.zarr").mkdir()
+    (files / "out.zarr" / "keep").write_text("x")
     result = _run(files, files / "out.zarr", "--instances", "cc")
-    assert_one_line_error(result, 2, "--instances is in-memory only for now")
-    assert not (files / "out.zarr").exists()
+    assert_one_line_error(result, 1, "already exists", "--overwrite")
+    assert (files / "out.zarr" / "keep").read_text() == "x"
 
 
 @pytest.mark.parametrize(

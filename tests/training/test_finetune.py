@@ -154,3 +154,19 @@ def test_3d_and_two_output_models_train():
                               workers=1)
     assert history["mode"] == "3d" and history["recipe"]["patch_size"] == [16, 16, 16]
     assert model.input_shape == (None, None, None, None, 1)
+
+
+@pytest.mark.filterwarnings("ignore:.*collapsed")  # 2 steps of a tiny net: the picture is what is tested
+def test_preset_with_test_data_shows_its_test_picture(data, tmp_path):
+    """The model card's picture is the test data's middle slice with the prediction (issue 12: the same image as the
+    bioimage.io cover)."""
+    test = _blobs(n=3, seed=7)
+    _run(data, seed=0, steps=2, out_dir=tmp_path / "p", test=[test])
+    meta = json.loads((tmp_path / "p" / "emzoo.json").read_text())
+    assert meta["cover"]["file"] == "cover.png"
+    from PIL import Image
+
+    with Image.open(tmp_path / "p" / "cover.png") as img:
+        assert img.size[1] >= 48 and img.size[0] >= 2 * 48 * 0.9  # raw beside the overlay
+    assert "cover.png" in (tmp_path / "p" / "README.md").read_text()
+    emzoo.load(str(tmp_path / "p"))  # the extra file does not upset loading
