@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from emzoo._validate import check_int
 from emzoo.benchmark.data import Dataset, Split, array_sha256, load_dataset
 from emzoo.benchmark.instance_scores import INSTANCE_COLUMNS
 from emzoo.benchmark.report import METRIC_COLUMNS, write_outputs
@@ -216,7 +217,8 @@ class _Runner:
 
             row.update(score_instances(split.labels, prob, method=self.options["instances"],
                                        threshold=self.options["threshold"], objects=self.options["objects"],
-                                       volume=self.options.get("instances_3d", False)))
+                                       volume=self.options.get("instances_3d", False),
+                                       min_size=self.options.get("instance_min_size", 0)))
         return row
 
     def run_model(self, spec: ModelSpec) -> dict[str, Any]:
@@ -311,6 +313,7 @@ def benchmark(
     overlays: bool = True,
     instances: str | None = "cc",
     instances_3d: bool = False,
+    instance_min_size: int = 0,
 ) -> pd.DataFrame:
     """Score zoo entries, presets and ensembles on a dataset and return the leaderboard.
 
@@ -359,6 +362,9 @@ def benchmark(
         None leaves these columns NaN. See :mod:`emzoo.benchmark.instance_scores`.
     instances_3d : bool
         Label a (Z, Y, X) test stack in 3D for the instance columns; default: slice by slice.
+    instance_min_size : int
+        Predicted objects smaller than this (pixels, or voxels in 3D) are dropped before the instance columns are
+        scored (a fixed choice: never tuned on the test data).
 
     Returns
     -------
@@ -375,6 +381,7 @@ def benchmark(
         from emzoo.inference.instances import _check_method
 
         instances = _check_method(instances)
+    instance_min_size = check_int(instance_min_size, "instance_min_size", minimum=0)
     if sort not in METRIC_COLUMNS:
         raise ValueError(f"unknown sort metric {sort!r}; choose one of {', '.join(METRIC_COLUMNS)}.")
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
@@ -394,7 +401,7 @@ def benchmark(
     options = dict(finetune=finetune, kfold=kfold, threshold=threshold, tile=tile, halo=halo, tta=tta, sort=sort,
                    seed=seed, val_fraction=val_fraction, progress=progress, finetune_kwargs=finetune_kwargs or {},
                    need_val=any(s.mode == "topk" for s in ensemble_specs), objects=objects, instances=instances,
-                   instances_3d=instances_3d)
+                   instances_3d=instances_3d, instance_min_size=instance_min_size)
 
     def log(message: str) -> None:
         if progress:
@@ -409,7 +416,7 @@ def benchmark(
         "device": _device(), "emzoo_version": _version(),
         # emzoo.metrics' convention for ratios with a zero denominator (METRICS.md asks to record it).
         "zero_division": "nan", "objects": objects, "instances": instances,
-        "instances_labelled": "3D" if instances_3d else "per slice",
+        "instances_labelled": "3D" if instances_3d else "per slice", "instance_min_size": instance_min_size,
     }
     rows: dict[str, dict[str, Any]] = {}
     for index, spec in enumerate([*model_specs, *ensemble_specs], start=1):

@@ -64,7 +64,7 @@ def truth_instances(labels: Any, *, volume: bool = False) -> np.ndarray:
 
 
 def score_instances(labels: Any, prob: Any, *, method: str = "cc", threshold: float = 0.5, objects: str = "foreground",
-                    volume: bool = False) -> dict[str, float]:
+                    volume: bool = False, min_size: int = 0) -> dict[str, float]:
     """The instance columns of one prediction (see the module docstring for their definitions).
 
     Parameters
@@ -83,6 +83,9 @@ def score_instances(labels: Any, prob: Any, *, method: str = "cc", threshold: fl
         (``"boundary_ws"`` takes the boundary map ``prob`` as it is).
     volume : bool
         Label a (Z, Y, X) stack in 3D instead of slice by slice.
+    min_size : int
+        Predicted objects of fewer pixels (voxels with ``volume``) are dropped before matching (0 keeps all); the
+        ground truth is kept as it is.
 
     Returns
     -------
@@ -106,7 +109,7 @@ def score_instances(labels: Any, prob: Any, *, method: str = "cc", threshold: fl
         if method != "boundary_ws":
             prob = 1 - prob
     true_ids = truth_instances(truth, volume=volume)
-    test_ids = _per_slice(prob, lambda p: instances(p, method, threshold=threshold), volume)
+    test_ids = _per_slice(prob, lambda p: instances(p, method, threshold=threshold, min_size=min_size), volume)
     match = matching_scores(true_ids, test_ids, iou_threshold=0.5)
     if true_ids.any():
         are = adapted_rand_error(true_ids, test_ids).error

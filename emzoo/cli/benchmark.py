@@ -64,6 +64,11 @@ def benchmark_command(
     train_labels: Path = typer.Option(None, "--train-labels", help="Explicit train labels."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlays/<model>/<item>.png (raw, "
                                   "ground-truth outline, errors, scores) and overlays/contact_sheet.png."),
+    instances: str = typer.Option("cc", "--instances", help="How objects are decoded for the instance columns "
+                                  "(inst_f1 at IoU 0.5, inst_iou, are, vi_split/vi_merge): cc, distance_ws, "
+                                  "boundary_ws, or none."),
+    min_size: int = typer.Option(0, "--min-size", help="Drop predicted objects of fewer pixels before the instance "
+                                 "columns are scored (a fixed choice; never tune it on the test data)."),
 ) -> None:
     """Score models and ensembles on a dataset; print the leaderboard and write tables and plots to --out."""
     from emzoo.benchmark import benchmark, load_dataset
@@ -78,7 +83,8 @@ def benchmark_command(
             pairs[split] = (raw, labels)
     dataset = load_dataset(data, **pairs) if (data is not None or pairs) else load_dataset(None)
     board = benchmark(model, dataset, ensembles=ensemble, finetune=finetune, kfold=kfold, threshold=threshold,
-                      tile=tile, halo=halo, tta=tta, sort=sort, seed=seed, out=out, overlays=overlays)
+                      tile=tile, halo=halo, tta=tta, sort=sort, seed=seed, out=out, overlays=overlays,
+                      instances=None if instances.lower() == "none" else instances, instance_min_size=min_size)
     _print_board(board, out, sort, overlays=overlays)
     if _nothing_scored(board):
         typer.echo("emzoo: error: no model could be scored (see the errors above)", err=True)

@@ -91,3 +91,15 @@ def test_method_option():
     assert math.isnan(off.iloc[0]["inst_f1"])
     with pytest.raises(ValueError, match="method must be one of"):
         benchmark([], _dataset(labels), predictions={"p": (labels * 0.9, "x")}, progress=False, instances="ws")
+
+
+def test_min_size_drops_predicted_specks_before_matching():
+    gt = np.zeros((16, 16), np.uint8)
+    gt[1:5, 1:5] = 1
+    gt[8:14, 8:14] = 1
+    prob = gt * 0.9
+    prob[0, 15] = prob[15, 0] = prob[7, 2] = 0.9  # three one-pixel specks
+    from emzoo.benchmark.instance_scores import score_instances
+
+    assert score_instances(gt, prob)["inst_f1"] < 0.6  # 2 matches, 3 false objects
+    assert score_instances(gt, prob, min_size=2)["inst_f1"] == 1.0

@@ -8,6 +8,7 @@ import pytest
 
 from emzoo.flops import count_flops
 from emzoo.layers.dilated_conv_transpose import BilinearUpsampling, DilatedConv2DTranspose
+from tests._backend import tensorflow_only
 
 
 def caffe_deconv(x, weights, bias, strides, dilation, pad):
@@ -188,6 +189,7 @@ def test_same_padding_needs_reach_of_at_least_the_stride():
         layer.build((1, 4, 4, 3))
 
 
+@tensorflow_only
 def test_both_implementations_have_the_same_gradients():
     import tensorflow as tf
 

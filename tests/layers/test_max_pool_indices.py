@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from emzoo.layers.max_pool_indices import MaxPoolingWithIndices2D, MaxUnpooling2D
+from tests._backend import tensorflow_only
 
 
 def _windows(x, ph=2, pw=2):
@@ -76,6 +77,7 @@ def test_unpool_with_ties_writes_only_the_first_position():
     np.testing.assert_array_equal(out, [[7.0, 0.0], [0.0, 0.0]])
 
 
+@tensorflow_only
 def test_gradients_flow_through_pool_and_unpool_to_the_recorded_positions():
     rng = np.random.default_rng(2)
     x = tf.constant(rng.normal(size=(1, 4, 4, 2)).astype("float32"))

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from emzoo.layers import TLU
+from tests._backend import tensorflow_only
 
 
 def _away_from_zero(rng, shape, margin=0.05):
@@ -39,6 +40,7 @@ def test_starts_as_exact_relu():
     assert all(w.trainable for w in tlu.weights)
 
 
+@tensorflow_only
 def test_gradients_match_finite_differences():
     rng = np.random.default_rng(2)
     x0 = _away_from_zero(rng, (2, 3, 3, 2))

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from emzoo.flops import count_flops
 from emzoo.layers.zero_mean_conv import ZeroMeanConv3D
+from tests._backend import tensorflow_only
 
 
 def _layer_with_offset_weights(seed=0, cin=2, filters=4, use_bias=False):
@@ -42,6 +43,7 @@ def test_output_equals_plain_conv_with_centred_kernel_and_ignores_offsets():
     assert np.abs(np.asarray(plain(x + 12.5)) - np.asarray(plain(x))).min() > 1.0
 
 
+@tensorflow_only
 def test_gradient_is_projected_onto_zero_mean_filters():
     layer, rng = _layer_with_offset_weights(seed=1)
     x = tf.constant(rng.normal(size=(1, 5, 5, 5, 2)).astype("float32"))
