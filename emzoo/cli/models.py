@@ -6,6 +6,7 @@ import json
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -57,8 +58,9 @@ def list_command(
                          ("weights", "left"), ("paper", "left")]:
         table.add_column(col, justify=justify)
     for r in rows:
-        table.add_row(r.name, r.dims, f"{r.params:,}", f"{r.gflops:.2f}", _shape(r.flops_input), _gflops_512(r),
-                      str(r.num_classes), _weights_cell(r.name, r.weights), r.paper)
+        cells = (r.name, r.dims, f"{r.params:,}", f"{r.gflops:.2f}", _shape(r.flops_input), _gflops_512(r),
+                 str(r.num_classes), _weights_cell(r.name, r.weights), r.paper)
+        table.add_row(*(escape(c) for c in cells))  # rich would read "[...]" in a cell as markup and drop it
     Console(width=160).print(table)
 
 
@@ -92,15 +94,15 @@ def info_command(
     ]
     console = Console(width=160)
     for key, value in lines:
-        console.print(f"[bold]{key:>12}[/bold]  {value}")
+        console.print(f"[bold]{key:>12}[/bold]  {escape(str(value))}")
     for tag in r.weights:
         spec = resolve_weights(r.name, tag)
         where = f"{spec.repo_id}@{spec.revision[:12]}" if spec.revision else f"{spec.repo_id} (not on the Hub yet)"
         if spec.bundled:
             where += f"; bundled with emzoo (emzoo/weights/{spec.bundled})"
-        console.print(f"\n[bold]{r.name}.{tag}[/bold]  {where}")
+        console.print(f"\n[bold]{r.name}.{tag}[/bold]  {escape(str(where))}")
         for key, value in _tag_card(r.name, tag, spec):
-            console.print(f"[bold]{key:>16}[/bold]  {value}")
+            console.print(f"[bold]{key:>16}[/bold]  {escape(str(value))}")
 
 
 def _fmt_metrics(values: dict) -> str:

@@ -156,7 +156,7 @@ CARDS: dict[str, ZooCard] = {
             # Slice 24 is the gap between the training slab and the test slab.
             train=SplitSpec("train", z=(0, 24)),
             test=SplitSpec("train", z=(25, 30)),
-            finetune={**_EMNET_CPU, "steps": 1600},
+            finetune={**_EMNET_CPU, "steps": 3200},
             storage="int8",
             floor={"vrand": 0.90},
             reference={"source": "no paper row on these slices; ISBI 2012 leaderboard scores the hidden test set"},

@@ -38,3 +38,14 @@ def test_unknown_entry_is_one_line_with_suggestion():
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("emzoo: error: unknown emzoo entry 'emnet_v2_4'") and "emnet_v2_4x" in last
+
+
+def test_info_prints_bracketed_text_verbatim():
+    """rich reads "[lowercase ...]" as markup and drops it: the ISBI card's reference note must be printed."""
+    from typer.testing import CliRunner
+
+    from emzoo.cli.main import app
+
+    result = CliRunner().invoke(app, ["info", "emnet_v1_bn"])
+    assert result.exit_code == 0
+    assert "[no paper row on these slices" in result.output
