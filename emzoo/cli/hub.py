@@ -42,7 +42,7 @@ def publish_command(
                                                                    "or weights_manifest/)."),
 ) -> None:
     """Print the manifest record of a preset (sha256 and size of every file); push it and update the manifest."""
-    from emzoo.hub.manifest import tag_record, update_manifest
+    from emzoo.hub.manifest import RUN_FILES, tag_record, update_manifest
 
     config_path = directory / "config.json"
     if not config_path.is_file():
@@ -61,7 +61,8 @@ def publish_command(
         api = HfApi()
         api.create_repo(repo_id, repo_type="model", exist_ok=True)
         commit = api.upload_folder(folder_path=str(directory), repo_id=repo_id, repo_type="model",
-                                   commit_message=f"emzoo preset {entry}.{tag}", ignore_patterns=[".*"])
+                                   commit_message=f"emzoo preset {entry}.{tag}",
+                                   ignore_patterns=[".*", *(f"{n}*" for n in RUN_FILES)])
         if revision and revision != commit.oid:
             raise ValueError(f"--revision {revision} differs from the pushed commit {commit.oid}; drop --revision.")
         record["revision"] = commit.oid

@@ -352,15 +352,22 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: What the run that made a preset leaves in its folder but is not part of the preset: ``emzoo finetune``'s resolved
+#: ``config.yaml`` (local absolute paths) and its kept ``checkpoints/``. Never hashed into a record, never pushed.
+RUN_FILES = ("config.yaml", "checkpoints")
+
+
 def file_record(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """``{relative name: {"sha256", "size"}}`` of every file in a preset folder (hidden files skipped), sorted."""
+    """``{relative name: {"sha256", "size"}}`` of every file in a preset folder, sorted (hidden files and the run's
+    own files, :data:`RUN_FILES`, skipped)."""
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"preset folder {root} does not exist; write one with emzoo.save_preset().")
     out = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if path.is_file() and not any(part.startswith(".") for part in rel.split("/")):
+        parts = rel.split("/")
+        if path.is_file() and not any(part.startswith(".") for part in parts) and parts[0] not in RUN_FILES:
             out[check_filename(rel, where=str(root))] = {"sha256": sha256_file(path), "size": path.stat().st_size}
     return out
 

@@ -81,7 +81,7 @@ def test_publish_push_pins_the_pushed_commit(hub_env, tiny_preset, monkeypatch):
     result = CliRunner().invoke(app, ["publish", str(tiny_preset.path), "--repo-id", "org/whatever", "--tag",
                                       "synthetic", "--push", "--default", "--update"])
     assert result.exit_code == 0, result.output
-    assert calls == ["org/whatever", (str(tiny_preset.path), "org/whatever", [".*"])]
+    assert calls == ["org/whatever", (str(tiny_preset.path), "org/whatever", [".*", "config.yaml*", "checkpoints*"])]
     spec = resolve_weights("unet", "default")
     assert (spec.tag, spec.revision) == ("synthetic", "d" * 40)
 

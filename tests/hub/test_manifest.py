@@ -132,3 +132,13 @@ def test_update_manifest_is_validated_and_atomic(hub_env, tiny_preset):
         update_manifest("unet", "y", {**record, "revision": "f" * 40, "files": {"../x": {"sha256": SHA, "size": 1}}})
     assert sorted(p.name for p in folder.iterdir()) == ["unet.json"]  # no temporary file left
     assert set(record["files"]) == {"README.md", "config.json", "emzoo.json", "model.weights.h5"}
+
+
+def test_file_record_leaves_out_the_runs_own_files(tmp_path):
+    """finetune's config.yaml (local absolute paths) and kept checkpoints/ are not part of the published preset."""
+    (tmp_path / "emzoo.json").write_text("{}")
+    (tmp_path / "config.yaml").write_text("data: /home/me/private\n")
+    (tmp_path / "checkpoints" / "step_1").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step_1" / "variables.npz").write_bytes(b"x")
+    (tmp_path / ".hidden").write_text("x")
+    assert list(file_record(tmp_path)) == ["emzoo.json"]
