@@ -261,15 +261,43 @@ def command(card: ZooCard) -> str:
     return f"emzoo train-zoo {card.name} --data ../shared/data/{card.dataset} --out zoo_runs/{card.name}"
 
 
-def _finish_preset(preset: Path, *, card: ZooCard, report: dict[str, Any], data: Path) -> None:
-    """``emzoo.json`` and README.md of a zoo preset: card, metrics with/without TTA beside the paper's, curve."""
+def _cover_picture(preset: Path, card: ZooCard, test: tuple[np.ndarray, np.ndarray]) -> tuple[Any, dict[str, Any]]:
+    """The card's picture (the bioimage.io cover's drawing): the stored preset's prediction of the middle test slice
+    (for a 3D entry, the middle of a 32-slice slab around it) over the raw data, with the ground truth outlined."""
+    from emzoo.hub.presets import load
+    from emzoo.hub.save import _cover
+    from emzoo.inference.predict import foreground, predict
+    from emzoo.registry import get_entry
+
+    raw, labels = np.asarray(test[0]), np.asarray(test[1]) > 0
+    model = load(preset)
+    mid = raw.shape[0] // 2
+    if get_entry(card.entry).info.dims == "3D":
+        lo, hi = max(0, mid - 16), min(raw.shape[0], mid + 16)
+        prob = foreground(predict(model, raw[lo:hi], axes="ZYX"))[mid - lo]
+    else:
+        prob = foreground(predict(model, raw[mid], axes="YX"))
+    split = f"{card.test.describe(card.dataset)}, slice {mid}"
+    return _cover((raw[mid], prob, labels[mid]), split)
+
+
+def _finish_preset(preset: Path, *, card: ZooCard, report: dict[str, Any], data: Path,
+                   cover: tuple[Any, dict[str, Any]] | None = None) -> None:
+    """``emzoo.json`` and README.md of a zoo preset: card, metrics with/without TTA beside the paper's, curve, and
+    the picture (``cover.png``) when ``cover`` (from :func:`_cover_picture`) is given."""
     from huggingface_hub import EvalResult, ModelCardData
 
     from emzoo.hub.compact import layer_signature, preset_file_hashes
+    from emzoo.hub.layout import COVER_FILE
     from emzoo.io.atomic import atomic_file
     from emzoo.io.dataset import dataset_metadata
+    from emzoo.viz import write_image
 
     meta = json.loads((preset / "emzoo.json").read_text())
+    meta.pop("cover", None)
+    if cover is not None:
+        write_image(preset / COVER_FILE, cover[0])
+        meta["cover"] = cover[1]
     enc = card.storage
     shipped = report["scores"][f"{enc}/none"]
     test_split = f"{card.test.describe(card.dataset)} (held out; never used in training or model choice)"
@@ -321,6 +349,8 @@ def _finish_preset(preset: Path, *, card: ZooCard, report: dict[str, Any], data:
     lines = [
         "---", front.to_yaml(), "---", "",
         f"# {card.name}", "", meta["description"], "",
+        *([f"![{meta['cover']['caption']}]({COVER_FILE})", "", f"*{meta['cover']['caption']}*", ""]
+          if cover is not None else []),
         "```python", "import emzoo", "", f'model = emzoo.load("{card.name}")   # bundled with emzoo, no network',
         "prob = emzoo.predict(model, image)", "```", "",
         f"## Metrics on {test_split}", "",
@@ -342,7 +372,9 @@ def _finish_preset(preset: Path, *, card: ZooCard, report: dict[str, Any], data:
         *([f"- notes: {card.notes}"] if card.notes else []), "",
         "## Files", "", "- `config.json`: entry and build kwargs (rebuilt with emzoo's builder, no pickles)",
         f"- `model.weights.compact.h5`: {enc} weights, decoded to float32 by `emzoo.load`",
-        "- `emzoo.json`: axes, input, normalisation, metrics, zoo card, sha256 of the files", "",
+        "- `emzoo.json`: axes, input, normalisation, metrics, zoo card, sha256 of the files",
+        *([f"- `{COVER_FILE}`: the picture above (`emzoo.viz.cover_image`, also the bioimage.io cover)"]
+          if cover is not None else []), "",
     ]
     _atomic_json(preset / "emzoo.json", meta)
     with atomic_file(preset / "README.md") as tmp:
@@ -369,14 +401,33 @@ def _manifest_record(preset: Path, card: ZooCard) -> dict[str, Any]:
     return record
 
 
+def _keep_measured(preset: Path, card: ZooCard) -> None:
+    """Carry what ``benchmarks/effective_halo.py --write`` measured on the bundled copy (the effective halo, the
+    bfloat16 verdict) into a rewritten preset when its weights are the same ones (the record names their digest)."""
+    from emzoo.hub.compact import bundled_dir
+    from emzoo.hub.presets import load
+    from emzoo.inference.measured import RECORD, weights_digest
+
+    old = bundled_dir() / card.entry / card.tag / "emzoo.json"
+    prior = json.loads(old.read_text()) if old.is_file() else {}
+    if RECORD not in prior or prior[RECORD].get("weights_digest") != weights_digest(load(preset)):
+        return
+    meta = json.loads((preset / "emzoo.json").read_text())
+    meta[RECORD], meta["halo"] = prior[RECORD], prior.get("halo")
+    _atomic_json(preset / "emzoo.json", meta)
+
+
 def _bundle(preset: Path, card: ZooCard, record: dict[str, Any]) -> Path:
     from emzoo.hub.compact import COMPACT_FILE, bundled_dir
+    from emzoo.hub.layout import COVER_FILE
     from emzoo.hub.manifest import update_manifest
     from emzoo.io.atomic import atomic_dir
 
     target = bundled_dir() / card.entry / card.tag
     with atomic_dir(target) as tmp:
-        for name in ("config.json", COMPACT_FILE, "emzoo.json", "README.md"):
+        for name in ("config.json", COMPACT_FILE, "emzoo.json", "README.md", COVER_FILE):
+            if name == COVER_FILE and not (preset / name).is_file():
+                continue
             shutil.copyfile(preset / name, tmp / name)
     update_manifest(card.entry, card.tag, record)
     return target
@@ -481,7 +532,8 @@ def train_zoo(
                            "store this preset as float16 (card storage) instead.")
 
     # ---- stage 4: card, emzoo.json, manifest
-    _finish_preset(preset, card=card, report=report, data=data)
+    _finish_preset(preset, card=card, report=report, data=data, cover=_cover_picture(preset, card, test))
+    _keep_measured(preset, card)
     _ = load(preset)  # the written preset loads (sha256 of config and weights checked)
     record_m = _manifest_record(preset, card)
     _atomic_json(out / "manifest" / f"{card.entry}.json", {"entry": card.entry, "tags": {card.tag: record_m}})

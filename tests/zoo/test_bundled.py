@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,3 +86,13 @@ def test_decoded_weights_close_to_float32(name):
     for a, b in zip(ref.get_weights(), got.get_weights(), strict=True):
         bound = np.abs(a).max() / 127 / 2 + 1e-6 if card.storage == "int8" else np.abs(a).max() * 1e-3 + 1e-6
         assert np.abs(a - b).max() <= bound
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_preset_shows_its_test_picture(name):
+    """The card's picture is the bioimage.io cover's drawing of the preset's own test slice (issue 12)."""
+    entry, tag = name.split(".")
+    folder = Path(emzoo.__file__).parent / "weights" / entry / tag
+    meta = json.loads((folder / "emzoo.json").read_text())
+    assert (folder / meta["cover"]["file"]).is_file()
+    assert f"]({meta['cover']['file']})" in (folder / "README.md").read_text()

@@ -43,7 +43,7 @@ def test_train_zoo_tiny_card(tiny_card, tmp_path, monkeypatch):
     assert sorted(int(s) for s in report["learning_curve"]) == [1, 2, 4]
     preset = out / "preset"
     names = sorted(p.name for p in preset.iterdir())
-    assert names == ["README.md", "config.json", "emzoo.json", "model.weights.compact.h5"]
+    assert names == ["README.md", "config.json", "cover.png", "emzoo.json", "model.weights.compact.h5"]
     meta = json.loads((preset / "emzoo.json").read_text())
     assert meta["weights_encoding"]["name"] == "int8"
     assert meta["zoo_card"]["name"] == tiny_card.name
