@@ -15,7 +15,8 @@ What a preset knows becomes the package's fields:
   (name and sha256), the model card as documentation;
 - weights: ``keras_v3`` (the parent: the ``.keras`` file; loading it needs ``pip install emzoo`` for the custom
   layers), ``onnx`` and ``tensorflow_saved_model_bundle`` (both standalone), converted by
-  :mod:`emzoo.exporters.formats`.
+  :mod:`emzoo.exporters.formats`; a model with several outputs gets no SavedModel (bioimageio.core would read its
+  outputs in an order that changes between processes).
 
 ``bioimageio.core.test_model`` on the written package runs every weight format against the test tensors.
 """
@@ -39,6 +40,13 @@ from emzoo.io.atomic import atomic_dir, atomic_file
 __all__ = ["export_bioimageio", "preprocessing_steps", "WEIGHT_FORMATS"]
 
 WEIGHT_FORMATS = ("keras_v3", "onnx", "tensorflow_saved_model_bundle")
+
+# Why a multi-output package has no SavedModel weights. A SavedModel stores the output dict as a protobuf map;
+# ``tf.saved_model.load`` rebuilds the dict in that map's iteration order, which upb's per-process hash seed (ASLR)
+# changes from run to run, and bioimageio.core 0.11's adapter reads ``list(result.values())`` (it asserts a dict, so
+# a list cannot be served either). A two-output net came back swapped in about 1 process of 3.
+_UNORDERED_SAVEDMODEL = ("bioimageio.core reads a SavedModel's outputs in the order TensorFlow restores its output "
+                         "dict, which changes between processes (swapped outputs)")
 
 _DOI = re.compile(r"\b(10\.\d{4,9}/[^\s,;]+[^\s,;.)])")
 
@@ -213,16 +221,14 @@ def _output_axes(spec: Any, model: Any, out_index: int, in_axes: list[str], test
 def _export_savedmodel_dict(model: Any, path: Path) -> None:
     """A SavedModel whose ``serve`` endpoint returns ``{"output0": ..., "output1": ...}``.
 
-    bioimageio.core opens the bundle with ``TFSMLayer(call_endpoint="serve")`` and reads the outputs as the values of
-    a dict (in key order, which TensorFlow sorts), so the keys number the outputs instead of naming them.
+    bioimageio.core opens the bundle with ``TFSMLayer(call_endpoint="serve")`` and insists on a dict. Readers that
+    look the outputs up by key get them right; bioimageio.core 0.11 takes ``dict.values()`` instead, whose order is
+    not kept (see :data:`_UNORDERED_SAVEDMODEL`), so packages of multi-output models leave this format out.
     """
     import keras
     import tensorflow as tf  # noqa: TID251  (a SavedModel is a TensorFlow artefact)
 
     spec = input_signature(model)[0]
-    if len(model.outputs) > 10:
-        raise ValueError(f"{model.name!r} has {len(model.outputs)} outputs; at most 10 keep their order in a "
-                         "SavedModel dict.")
 
     def serve(x: Any) -> dict[str, Any]:
         out = model(x, training=False)
@@ -250,7 +256,7 @@ def _class_names(meta: dict[str, Any], n: int) -> list[str]:
 
 def export_bioimageio(model_or_name: Any, path: str | os.PathLike[str], *, test_input: np.ndarray | None = None,
                       authors: list[str] | None = None, license: str | None = None, opset: int | None = None,
-                      weight_formats: tuple[str, ...] = WEIGHT_FORMATS) -> Path:
+                      weight_formats: tuple[str, ...] | None = None) -> Path:
     """Write a bioimage.io model package (``.zip``, or an unzipped folder) of an emzoo preset.
 
     Parameters
@@ -269,9 +275,10 @@ def export_bioimageio(model_or_name: Any, path: str | os.PathLike[str], *, test_
         SPDX licence id, when the preset's ``license`` does not start with one.
     opset : int, optional
         ONNX opset.
-    weight_formats : tuple of str
+    weight_formats : tuple of str, optional
         A subset of ``("keras_v3", "onnx", "tensorflow_saved_model_bundle")``; ``keras_v3`` is always written (it
-        is the parent the others are converted from).
+        is the parent the others are converted from). Default: all three, or ``keras_v3`` and ``onnx`` for a model
+        with several outputs, whose SavedModel outputs bioimageio.core may read back swapped (refused if asked for).
 
     Returns
     -------
@@ -285,7 +292,7 @@ def export_bioimageio(model_or_name: Any, path: str | os.PathLike[str], *, test_
     """
 
     spec = _spec()
-    unknown = set(weight_formats) - set(WEIGHT_FORMATS)
+    unknown = set(weight_formats or ()) - set(WEIGHT_FORMATS)
     if unknown:
         raise ValueError(f"weight_formats must be taken from {WEIGHT_FORMATS}, got {sorted(unknown)}.")
     model = resolve_model(model_or_name)
@@ -296,6 +303,11 @@ def export_bioimageio(model_or_name: Any, path: str | os.PathLike[str], *, test_
                          "emzoo.save_preset().")
     if len(model.inputs) != 1:
         raise ValueError(f"format='bioimageio' supports single-input models; {model.name!r} has {len(model.inputs)}.")
+    if weight_formats is None:
+        weight_formats = WEIGHT_FORMATS[:2] if len(model.outputs) > 1 else WEIGHT_FORMATS
+    elif len(model.outputs) > 1 and "tensorflow_saved_model_bundle" in weight_formats:
+        raise ValueError(f"weight_formats cannot hold 'tensorflow_saved_model_bundle' for {model.name!r} with "
+                         f"{len(model.outputs)} outputs: {_UNORDERED_SAVEDMODEL}; leave it out (the default does).")
 
     import keras
 

@@ -133,6 +133,27 @@ def test_savedmodel_and_keras_match(fmt, name, tmp_path):
         assert run_exported(path, _x((1, 48, 16, 1)), format=fmt)[0].shape == (1, 48, 16, 1)
 
 
+def test_savedmodels_of_a_two_output_net_keep_its_output_order(tmp_path):
+    import tensorflow as tf
+
+    from emzoo.exporters.bioimageio import _export_savedmodel_dict
+
+    model = emzoo.build("net2d3d", input_shape=(5, 16, 16, 1), widths=(4, 8, 8, 8), pyramid_features=(4, 4))
+    x = _x((1, 5, 16, 16, 1))
+    want = [np.asarray(w) for w in model(x, training=False)]  # pred3d, pred2d: same shape
+    assert np.max(np.abs(want[0] - want[1])) > 10 * TOL  # else a swap would go unnoticed (measured 4e-3)
+    # format="savedmodel": `serve` returns a list, which a SavedModel restores in order.
+    have = run_exported(export(model, tmp_path / "sm", format="savedmodel"), x, format="savedmodel")
+    assert [float(np.max(np.abs(h - w))) < TOL for h, w in zip(have, want, strict=True)] == [True, True]
+    # The bioimageio bundle returns a dict, restored in no fixed order: its keys must name the outputs.
+    _export_savedmodel_dict(model, tmp_path / "bundle")
+    loaded = tf.saved_model.load(str(tmp_path / "bundle"))
+    for out in (loaded.serve(tf.constant(x)), loaded.signatures["serving_default"](tf.constant(x))):
+        assert sorted(out) == ["output0", "output1"]
+        assert [float(np.max(np.abs(np.asarray(out[f"output{k}"]) - w))) < TOL for k, w in enumerate(want)] == \
+            [True, True]
+
+
 def test_export_of_a_preset_folder_through_the_cli(tmp_path):
     from typer.testing import CliRunner
 
