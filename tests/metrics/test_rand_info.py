@@ -224,3 +224,16 @@ def test_binary_proposal_scores_every_threshold_alike():
     pred = np.array([[0, 1, 0, 0, 0, 1, 0]], bool)
     result = rand_info_thinned(gt, pred, return_curves=True)
     assert (result["vrand_curve"] == 1.0).all() and result["vrand_threshold"] == 0.0
+
+
+def test_adapted_rand_error_of_single_pixel_objects_is_nan_without_a_warning():
+    """No two ground-truth pixels share an object: recall is 0/0. NaN (emzoo's rule), and no numpy warning."""
+    import warnings
+
+    from emzoo.metrics import adapted_rand_error
+
+    true = (np.arange(64).reshape(8, 8) % 7 == 0).astype(np.uint32) * np.arange(64).reshape(8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = adapted_rand_error(true, np.ones((8, 8), np.uint32))
+    assert np.isnan(result.precision) and result.recall == 0.0 and result.error == 1.0
