@@ -134,11 +134,11 @@ def _blockwise_instances(model: str, input: str, output: str, *, method: str, mi
     them, ``labels/instances`` (:func:`emzoo.io.ome.write_labels`); any other ``.zarr`` OUTPUT is the uint32 labels,
     and the probabilities go to a hidden sibling folder deleted at the end.
     """
-    import re
     import shutil
     import warnings
 
     from emzoo.inference import instances_blockwise, predict_blockwise
+    from emzoo.inference.instances_blockwise import UnsplitObjectsWarning
     from emzoo.io import read
     from emzoo.io.atomic import temp_sibling
 
@@ -156,8 +156,10 @@ def _blockwise_instances(model: str, input: str, output: str, *, method: str, mi
                                        min_size=min_size, sampling=_relative_spacing(voxel_size, ndim), block=block,
                                        overwrite=overwrite or _is_ome(output))
         for warning in caught:  # objects too long to split: one line, with the --block that would split them
-            text = re.sub(r"pass halo >= \d+ \(or a block >= (\d+): the default halo is half the block\)",
-                          r"pass --block with sides >= \1 (the labelling halo is half the block)", str(warning.message))
+            unsplit = warning.message
+            text = (f"distance_ws left {unsplit.count} object(s) longer than the labelling halo whole; pass --block "
+                    f"with sides >= {2 * unsplit.needed_halo} (the labelling halo is half the block) to split them."
+                    if isinstance(unsplit, UnsplitObjectsWarning) else str(unsplit))
             typer.echo(f"emzoo: warning: {text}", err=True)
         if _is_ome(output):
             import dask.array as da

@@ -53,10 +53,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["instances_blockwise"]
+__all__ = ["instances_blockwise", "UnsplitObjectsWarning"]
 
 _DEFAULT_BLOCK = 64
 
+
+
+class UnsplitObjectsWarning(UserWarning):
+    """``distance_ws`` left objects longer than the halo whole; ``needed_halo`` would split them (callers such as
+    the CLI phrase their own advice from it instead of rewording the message)."""
+
+    def __init__(self, message: str, *, count: int, needed_halo: int) -> None:
+        super().__init__(message)
+        self.count = count
+        self.needed_halo = needed_halo
 
 def _open_prob(prob: Any) -> tuple[Any, str | None]:
     """``prob`` as a dask array (Z, Y, X) or (Y, X) without a trailing channel of 1, and the path it came from."""
@@ -203,10 +213,10 @@ def _distance_ids(components: Any, work: Path, regions: list[Any], halo: tuple[i
     fits = np.all(high - low <= np.array(halo), axis=1)
     if (~fits).any():
         need = int((high - low)[~fits].max())
-        warnings.warn(f"distance_ws: {int((~fits).sum())} of {uniq.size} object(s) are longer than the halo "
-                      f"{tuple(halo)} and were left whole (not split); pass halo >= {need} (or a block >= {2 * need}: "
-                      "the default halo is half the block) to split them.",
-                      UserWarning, stacklevel=3)
+        warnings.warn(UnsplitObjectsWarning(
+            f"distance_ws: {int((~fits).sum())} of {uniq.size} object(s) are longer than the halo {tuple(halo)} and "
+            f"were left whole (not split); pass halo >= {need} (or a block >= {2 * need}: the default halo is half "
+            "the block) to split them.", count=int((~fits).sum()), needed_halo=need), stacklevel=3)
     # the one-voxel margin keeps the background around the object, as the in-memory distance transform sees it
     boxes = {int(c): (np.maximum(a - 1, 0), np.minimum(b + 1, shape))
              for c, a, b, ok in zip(uniq, low, high, fits, strict=True) if ok}

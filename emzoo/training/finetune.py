@@ -346,8 +346,8 @@ def finetune(
     augment : Augment, dict, bool, optional
         Augmentation; ``False`` turns it off. Recipe default.
     sampler : str or Sampler, optional
-        ``"auto"`` (foreground-biased windows when the foreground is under 20 % of the training voxels, else
-        uniform: :func:`~emzoo.training.sampling.choose_sampler`), ``"uniform"``, ``"foreground"``,
+        ``"auto"`` (a third of the windows centred on foreground when fewer than half of uniform windows hold
+        >= 1 % foreground, else uniform: :func:`~emzoo.training.sampling.choose_sampler`), ``"uniform"``, ``"foreground"``,
         ``"cdeep3m"``, ``"class_balanced"`` or a sampler. Recipe default.
     freeze_encoder : bool
         Freeze every layer before the deepest downsampling (:func:`emzoo.training.transfer.freeze_encoder`).

@@ -219,7 +219,8 @@ def _recipes() -> dict[str, Recipe]:
         steps=1000,
         notes="emzoo's default for short fine-tunes (hundreds to a few thousand steps), chosen by measurement on "
               "cdeep3m_mito (8.8 % foreground) and cardiac_mito (38 %): see the README's fine-tuning section. "
-              "sampler='auto' centres a third of the windows on foreground when it is under 20 % of the voxels. "
+              "sampler='auto' centres a third of the windows on foreground when fewer than half of uniform windows "
+              "hold >= 1 % foreground (emzoo.training.sampling.choose_sampler). "
               "Brightness/contrast jitter covers the slab-to-slab intensity drift of real stacks.",
     )
     return {r.name: r for r in (emnet, cdeep3m, highres3d, net2d3d, franco, short)}

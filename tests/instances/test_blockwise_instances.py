@@ -13,7 +13,7 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from emzoo.inference.instances import instances
-from emzoo.inference.instances_blockwise import instances_blockwise
+from emzoo.inference.instances_blockwise import UnsplitObjectsWarning, instances_blockwise
 
 SHAPE = (32, 48, 48)
 BLOCK = (16, 24, 24)  # 2 x 2 x 2 = 8 blocks
@@ -80,8 +80,10 @@ def test_eight_blocks_give_the_in_memory_partition(tmp_path, method, seed):
 
 def test_objects_longer_than_the_halo_are_left_whole_with_a_warning(tmp_path):
     prob = _touching_pairs(2)
-    with pytest.warns(UserWarning, match=r"left whole \(not split\); pass halo >= "):
+    with pytest.warns(UserWarning, match=r"left whole \(not split\); pass halo >= ") as record:
         labels = instances_blockwise(prob, tmp_path / "l.zarr", "distance_ws", block=BLOCK, halo=2)
+    unsplit = [w.message for w in record if isinstance(w.message, UnsplitObjectsWarning)]
+    assert len(unsplit) == 1 and unsplit[0].count >= 1 and unsplit[0].needed_halo > 2  # what the CLI phrases
     # still a valid, consistent labelling: each left-whole object is one connected component
     got = labels[:]
     assert _same_partition(instances(prob, "cc"), got) or got.max() >= instances(prob, "cc").max()
