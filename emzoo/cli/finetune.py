@@ -49,6 +49,9 @@ def finetune_command(
     no_augment: bool = typer.Option(False, "--no-augment", help="Switch augmentation off."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Start over instead of resuming OUT/checkpoints."),
     workers: int = typer.Option(2, "--workers", help="Data-loader threads."),
+    no_object_filter: bool = typer.Option(False, "--no-object-filter", help="Learn no object-length prior (by "
+                                                                            "default predicted objects over 1.5 x "
+                                                                            "the longest labelled one are removed)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fine-tune (or train from scratch) on a dataset folder; writes a preset `emzoo load`/`benchmark` accept."""
@@ -64,7 +67,7 @@ def finetune_command(
     common = dict(steps=steps, recipe=recipe, batch_size=batch_size, patch_size=_patch(patch_size),
                   learning_rate=lr, num_classes=num_classes, freeze_encoder=freeze_encoder, loss=loss,
                   augment=False if no_augment else None, sampler=sampler, resume=not no_resume, workers=workers,
-                  progress=not quiet)
+                  progress=not quiet, object_filter=not no_object_filter)
     if kfold is not None:
         result = run_kfold(name, data, k=kfold, test=test, seed=seed, out_dir=out, **common)
         for i, metrics in enumerate(result.metrics):
@@ -87,6 +90,11 @@ def finetune_command(
         typer.echo(f"validation F1 {_fmt(history['val_metrics'])} on {where} (best at step {history['best_step']})")
     elif split.get("reason"):
         typer.echo(f"no validation: {split['reason']}")
+    prior = history.get("postprocess")
+    if prior:
+        typer.echo(f"object-length prior: predicted objects longer than {prior['remove_longer_than']:.0f} px are "
+                   f"removed ({prior['margin']:g} x the longest of {prior['objects']} labelled objects, "
+                   f"{prior['longest_training_object']:.0f} px); the scores below include it")
     fg = history.get("foreground") or {}
     if fg.get("label_fraction") is not None:
         typer.echo(f"foreground on {fg['on']}: predicted {100 * fg['predicted_fraction']:.2f} % of the pixels, "

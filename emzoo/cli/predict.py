@@ -198,6 +198,9 @@ def predict_command(
     batch_size: str = typer.Option(None, "--batch-size", help="Windows per model call (an integer >= 1)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT (never the input)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    no_postprocess: bool = typer.Option(False, "--no-postprocess", help="Skip the preset's recorded "
+                                                                        "post-processing (the object-length "
+                                                                        "filter of presets fine-tuned here)."),
     preview: str = typer.Option(None, "--preview", help="Also write this PNG: the input's mid-sections (XY; XZ and "
                                                         "YZ for a volume) with the prediction overlaid (read "
                                                         "lazily from a .zarr OUTPUT)."),
@@ -213,7 +216,7 @@ def predict_command(
         _predict(model, input, output, tile=tile, halo=halo, tta=tta, blend=blend, threshold=threshold,
                  foreground_only=foreground_only, instances=instances, min_size=min_size, block=block,
                  scheduler=scheduler, batch_size=batch_size, overwrite=overwrite, progress=progress,
-                 preview=preview)
+                 preview=preview, postprocess=not no_postprocess)
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
     except Exception as exc:  # every failure is reported as one line, never a traceback
@@ -224,7 +227,7 @@ def predict_command(
 def _predict(model: str, input: str, output: str, *, tile: str | None, halo: str | None, tta: str | None,
              blend: str | None, threshold: str | None, foreground_only: bool, instances: str | None,
              min_size: str | None, block: str | None, scheduler: str | None, batch_size: str | None,
-             overwrite: bool, progress: bool, preview: str | None = None) -> None:
+             overwrite: bool, progress: bool, preview: str | None = None, postprocess: bool = True) -> None:
     import numpy as np
 
     from emzoo.io.guard import check_output
@@ -264,7 +267,7 @@ def _predict(model: str, input: str, output: str, *, tile: str | None, halo: str
         shape = result.shape if mode != "probabilities" else result.shape[:-1]
     else:
         volume = read(input)
-        prob = predict(model, volume, blend=blend or "spline", **kwargs)
+        prob = predict(model, volume, blend=blend or "spline", postprocess=postprocess, **kwargs)
         shape = prob.shape[:-1]
         bad = int(np.size(prob) - np.count_nonzero(np.isfinite(prob)))
         if bad:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from emzoo.exporters.formats import input_signature, resolve_model, write_keras, write_onnx
+from emzoo.exporters.formats import input_signature, resolve_model, warn_postprocess, write_keras, write_onnx
 from emzoo.io.atomic import atomic_dir, atomic_file
 
 __all__ = ["export_bioimageio", "preprocessing_steps", "WEIGHT_FORMATS"]
@@ -296,6 +296,7 @@ def export_bioimageio(model_or_name: Any, path: str | os.PathLike[str], *, test_
     if unknown:
         raise ValueError(f"weight_formats must be taken from {WEIGHT_FORMATS}, got {sorted(unknown)}.")
     model = resolve_model(model_or_name)
+    warn_postprocess(model, "bioimage.io")
     meta = dict(getattr(model, "emzoo_metadata", None) or {})
     if not meta.get("entry"):
         raise ValueError("format='bioimageio' needs a preset (its normalisation, licence and training data): pass "

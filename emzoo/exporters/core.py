@@ -11,6 +11,7 @@ from emzoo.exporters.formats import (
     FORMATS,
     SUFFIXES,
     resolve_model,
+    warn_postprocess,
     write_keras,
     write_onnx,
     write_savedmodel,
@@ -72,8 +73,10 @@ def export(model_or_name: Any, path: str | os.PathLike[str], format: str | None 
     if format == "bioimageio":
         return export_bioimageio(model_or_name, target, opset=opset, **options)
     model = resolve_model(model_or_name)
+    warn_postprocess(model, format)
     if format == "onnx":
         return write_onnx(model, target, opset=opset)
     if format == "savedmodel":
         return write_savedmodel(model, target)
     return write_keras(model, target)
+

@@ -23,7 +23,7 @@ import numpy as np
 from emzoo.io.atomic import atomic_dir, atomic_file
 
 __all__ = ["write_keras", "write_onnx", "write_savedmodel", "max_deviation", "run_exported", "resolve_model",
-           "input_signature", "FORMATS", "SUFFIXES"]
+           "warn_postprocess", "input_signature", "FORMATS", "SUFFIXES"]
 
 FORMATS = ("keras", "onnx", "savedmodel", "bioimageio")
 
@@ -204,3 +204,11 @@ def max_deviation(model: Any, path: str | os.PathLike[str], x: np.ndarray, forma
     if len(have) != len(want) or any(h.shape != w.shape for h, w in zip(have, want, strict=True)):
         raise ValueError(f"{path} gives outputs {[h.shape for h in have]}, the model {[w.shape for w in want]}.")
     return max(float(np.max(np.abs(h - w))) for h, w in zip(have, want, strict=True))
+
+def warn_postprocess(model: Any, format: str) -> None:
+    """Say that a network file leaves out the preset's object-length filter (its scores were measured with it)."""
+    if (getattr(model, "emzoo_metadata", None) or {}).get("postprocess"):
+        warnings.warn(f"the {format} export holds the network only: the preset's object-length filter (predicted "
+                      "objects longer than 1.5 x the longest labelled training object removed), with which its "
+                      "scores were measured, is not part of it; apply emzoo.inference.postprocess.apply_postprocess "
+                      "to its output.", UserWarning, stacklevel=3)

@@ -56,6 +56,15 @@ def _load_address(meta: dict[str, Any]) -> str:
     return "path/to/this/folder"
 
 
+def _postprocess_text(spec: dict[str, Any] | None) -> str:
+    if not spec:
+        return "none"
+    return (f"predicted objects longer than {spec['remove_longer_than']:.0f} px (per {spec.get('per', 'slice')}) "
+            f"are removed: {spec.get('margin', 1.5):g} x the longest of {spec.get('objects', '?')} labelled training "
+            f"objects ({spec['longest_training_object']:.0f} px); the metrics include it, "
+            "`emzoo.predict(..., postprocess=False)` turns it off")
+
+
 def _stats(meta: dict[str, Any]) -> list[tuple[str, str]]:
     flops = meta.get("flops") or {}
     inp = meta["input"]
@@ -70,6 +79,7 @@ def _stats(meta: dict[str, Any]) -> list[tuple[str, str]]:
         ("normalization", f"`{json.dumps(meta.get('normalization'))}`"),
         ("receptive field / halo", f"{meta.get('receptive_field')} / {meta.get('halo')}"),
         ("valid TTA", ", ".join(meta.get("tta") or []) or "-"),
+        ("post-processing", _postprocess_text(meta.get("postprocess"))),
         ("trained on", f"{data.get('name', '-')}" + (f" (sha256 `{data['sha256']}`)" if data.get("sha256") else "")),
         ("seed", str(meta.get("seed"))),
     ]

@@ -31,7 +31,7 @@ LOAD_FILES = ("config.json", *WEIGHT_FILES, "emzoo.json")
 #: Keywords :func:`emzoo.save_preset` accepts as metadata (anything else goes in ``extra=``).
 METADATA_KEYS = (
     "description", "axes", "normalization", "receptive_field", "halo", "classes", "tta", "training_data",
-    "recipe", "seed", "metrics", "test_split", "license", "datasets", "tags", "name", "extra",
+    "recipe", "seed", "metrics", "test_split", "license", "datasets", "tags", "name", "extra", "postprocess",
 )
 
 

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -535,6 +536,11 @@ def predict_blockwise(
         block3 = given if has_z else (1, *given)
     block3 = tuple(s if b >= s else -(-b // d) * d
                    for b, s, d in zip(block3, shape3, runners[0].divisor, strict=True))
+    if any(r.metadata.get("postprocess") for r in runners):
+        # The object-length filter needs whole objects; a block sees pieces of them.
+        warnings.warn("predict_blockwise writes the network's output without the preset's object-length filter "
+                      "(its test scores were measured with it); emzoo.predict applies it, or run "
+                      "emzoo.inference.postprocess.apply_postprocess on each slice of the result.", stacklevel=2)
     jobs: list[_Job] = []
     for runner in runners:
         if data_layout(shape, runner, axes) != (has_z, has_c):
@@ -593,8 +599,6 @@ def predict_blockwise(
         pending.append((key, region))
     total = int(np.prod(counts))
     if stale:
-        import warnings
-
         warnings.warn(f"{dst_path}: the input of {stale} of the {len(done)} finished block(s) changed since they were "
                       f"computed (or was not recorded); recomputing them with the rest ({len(pending)} of {total} "
                       "blocks).", UserWarning, stacklevel=2)

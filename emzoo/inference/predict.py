@@ -11,6 +11,7 @@ import numpy as np
 
 from emzoo._reshape import free_input_shape
 from emzoo.inference.ensemble import Ensemble, _Accumulator
+from emzoo.inference.postprocess import apply_postprocess
 from emzoo.inference.progress import progress_bar
 from emzoo.inference.runner import ModelRunner
 from emzoo.inference.tiling import Source, make_plan, predict_region, window_voxels
@@ -232,6 +233,7 @@ def predict(
     out: Any = None,
     progress: bool = True,
     axes: str | None = None,
+    postprocess: bool = True,
 ) -> Any:
     """Predict class probabilities for an image or volume of any size, tile by tile.
 
@@ -278,6 +280,10 @@ def predict(
         What each axis of ``array`` is (default: a :class:`~emzoo.io.Volume`'s ``axes``, else guessed from the
         shape and the model's input channels). Required for a ``(Y, X, 3)`` or ``(Y, X, 4)`` array given to a
         model with another channel count, which could be a colour image or a stack with z last.
+    postprocess : bool
+        Apply the preset's recorded post-processing (``model.emzoo_metadata["postprocess"]``: predicted objects
+        more than 1.5 times longer than the longest labelled training object get foreground probability 0,
+        :mod:`~emzoo.inference.postprocess`); its scores were measured with it. False: the network's output as is.
 
     Returns
     -------
@@ -304,6 +310,8 @@ def predict(
     check_array(data, source="input")
     if precision not in ("auto", "float32", "bfloat16"):
         raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
+    if not isinstance(postprocess, bool):
+        raise ValueError(f"postprocess must be True or False, got {postprocess!r}.")
     kwargs = dict(tile=tile, halo=halo, blend=blend, tta=tta, batch_size=batch_size, normalization=normalization,
                   progress=progress)
     if isinstance(model, Ensemble):
@@ -311,10 +319,13 @@ def predict(
         runners = [make_runner(model.members[i], precision) for i in selected]
         acc = _Accumulator(model, max(r.num_classes for r in runners))
         for n, runner in enumerate(runners, 1):
-            acc.add(_predict_single(runner, data, axes, description=f"member {n}/{len(runners)}", **kwargs))
+            member = _predict_single(runner, data, axes, description=f"member {n}/{len(runners)}", **kwargs)
+            acc.add(_postprocess(member, runner, postprocess))
         result = acc.result()
     else:
-        result = _predict_single(make_runner(model, precision), data, axes, description="predict", **kwargs)
+        runner = make_runner(model, precision)
+        result = _postprocess(_predict_single(runner, data, axes, description="predict", **kwargs), runner,
+                              postprocess)
     if not np.isfinite(result).all():
         bad = int(result.size - np.count_nonzero(np.isfinite(result)))
         raise ValueError(f"the model predicted {bad} NaN/Inf value(s); nothing was written or returned (the input "
@@ -325,6 +336,10 @@ def predict(
         out[...] = result
         return out
     return result
+
+
+def _postprocess(prob: np.ndarray, runner: ModelRunner, enabled: bool) -> np.ndarray:
+    return apply_postprocess(prob, runner.metadata.get("postprocess")) if enabled else prob
 
 
 def foreground(prob: np.ndarray, channel: int | None = None) -> np.ndarray:

@@ -37,6 +37,7 @@ import keras
 import numpy as np
 
 from emzoo._hardware import cpu_has_bf16, gpu_available
+from emzoo.inference.postprocess import length_prior
 from emzoo.io.atomic import temp_sibling
 from emzoo.io.normalize import normalize
 from emzoo.registry import build, get_entry, list_models, model_kind_of
@@ -313,6 +314,7 @@ def finetune(
     data_name: str | None = None,
     description: str | None = None,
     on_step: Callable[[int, keras.Model], None] | None = None,
+    object_filter: bool = True,
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Train a zoo entry (from scratch or from given weights) on the user's data.
 
@@ -401,6 +403,11 @@ def finetune(
     on_step : callable, optional
         ``on_step(step, model)`` after every finished step (``step`` counts from 1), e.g. to keep snapshots for a
         learning curve; it must not change the model.
+    object_filter : bool
+        Learn an object-length prior from the training labels (binary models whose labelled objects are bounded:
+        :func:`~emzoo.inference.postprocess.length_prior`): predicted objects more than 1.5 times longer than the
+        longest labelled one are removed before validation and test scoring, and by :func:`emzoo.predict` with the
+        preset. It is recorded in ``history["postprocess"]`` and the preset's ``emzoo.json``. False: none.
 
     Returns
     -------
@@ -440,6 +447,10 @@ def finetune(
     initial_sha = weights_sha256(model)
     label_window = _label_window(model, input_shape, mode)
     spec, intensity = _prepare_volumes(volumes, val_volumes, n_classes, normalization, rec)
+    if not isinstance(object_filter, bool):
+        raise ValueError(f"object_filter must be True or False, got {object_filter!r}.")
+    prior = (length_prior([v.labels for v in volumes], per_slice=mode != "3d")
+             if object_filter and n_classes <= 2 else None)
 
     # ---- the configuration, resolved once; the data loaders; compile
     batch = int(batch_size or rec.batch_size)
@@ -461,22 +472,24 @@ def finetune(
     out_path = Path(out_dir) if out_dir is not None else None
     state = restore(out_path, model, config, resume=resume, initial_weights_sha256=initial_sha)
     start = state.step
-    validator = Validator(val_volumes, mode, entry, build_kwargs) if val_volumes else None
+    validator = Validator(val_volumes, mode, entry, build_kwargs, prior) if val_volumes else None
     train_time = _train_loop(model, config, state, dataset, calibration, validator,
                              None if out_path is None else out_path / "checkpoints",
                              workers=workers, progress=progress, on_step=on_step)
     history = _finish_history(model, config, state, source=source, frozen=frozen, calibration=calibration,
-                              test=test, start=start, started=started, train_time=train_time)
+                              test=test, start=start, started=started, train_time=train_time, prior=prior)
     if out_path is not None:
         history["out_dir"] = str(_write_preset(model, out_path, config=config, source=source,
                                                val_metrics=history["val_metrics"], keep_checkpoints=keep_checkpoints,
                                                description=description, test_metrics=history.get("test_metrics"),
                                                test_name=history.get("test_data", {}).get("name"),
-                                               collapse=history["collapse"], cover=state.cover))
+                                               collapse=history["collapse"], cover=state.cover, prior=prior))
     model = free_copy(model, mode, entry, build_kwargs) or model
     # What emzoo.predict reads from a loaded preset: predict(model, raw) then normalises like training did.
     metadata = {"entry": entry, "normalization": spec, "num_classes": n_classes,
                 "classes": _class_names(source, n_classes), "seed": seed}
+    if prior is not None:
+        metadata["postprocess"] = prior
     if entry is not None:
         metadata["input"] = {"divisor": list(get_entry(entry).info.divisor) or None}
     object.__setattr__(model, "emzoo_metadata", metadata)
@@ -547,7 +560,7 @@ def _train_loop(model: keras.Model, config: TrainConfig, state: RunState, datase
 
 
 def _test_metrics(model: keras.Model, config: TrainConfig, test: Any, source: DataSource,
-                  ) -> tuple[dict[str, float], DataSource, Any]:
+                  prior: dict[str, Any] | None = None) -> tuple[dict[str, float], DataSource, Any]:
     """Scores of the returned weights on the test data (never used for any choice), the test data's source, and
     the picture of it for the model card (:attr:`Validator.cover`)."""
     test_volumes, test_source = load_pairs(test, split="test")
@@ -557,13 +570,13 @@ def _test_metrics(model: keras.Model, config: TrainConfig, test: Any, source: Da
     for vol in test_volumes:
         vol.labels = prepare_labels(vol.labels, config.num_classes)
         vol.raw = normalize(vol.raw, config.normalization)
-    validator = Validator(test_volumes, config.mode, config.entry, config.build_kwargs)
+    validator = Validator(test_volumes, config.mode, config.entry, config.build_kwargs, prior)
     return validator(model), test_source, validator.cover
 
 
 def _finish_history(model: keras.Model, config: TrainConfig, state: RunState, *, source: DataSource,
                     frozen: list[str], calibration: PatchDataset, test: Any, start: int, started: float,
-                    train_time: float) -> dict[str, Any]:
+                    train_time: float, prior: dict[str, Any] | None = None) -> dict[str, Any]:
     """Set the returned weights (best or last), judge them for collapse, score the test data; the full history."""
     history = state.history
     if config.keep_best and state.best_weights is not None:
@@ -580,7 +593,7 @@ def _finish_history(model: keras.Model, config: TrainConfig, state: RunState, *,
     if collapse:
         warnings.warn(collapse, CollapseWarning, stacklevel=3)
     if test is not None:
-        history["test_metrics"], test_source, cover = _test_metrics(model, config, test, source)
+        history["test_metrics"], test_source, cover = _test_metrics(model, config, test, source, prior)
         state.cover = cover
         history["test_data"] = {"name": test_source.name, "sha256": test_source.sha256}
     ran = history.get("stopped_early", config.steps) - start
@@ -594,7 +607,7 @@ def _finish_history(model: keras.Model, config: TrainConfig, state: RunState, *,
         "normalization": config.normalization, "training_data": {"name": source.name, "sha256": source.sha256},
         "entry": config.entry, "mode": config.mode, "num_classes": config.num_classes, "frozen_layers": frozen,
         "recipe": config.recipe_record(), "split": config.split, "seed": config.seed, "out_dir": None,
-        "collapse": collapse,
+        "collapse": collapse, "postprocess": prior,
         "foreground": {"predicted_fraction": judged.get("predicted_fraction"),
                        "label_fraction": judged.get("label_fraction"),
                        "on": "validation" if val_metrics is not None else "training windows"},
@@ -640,7 +653,7 @@ def _preset_metadata(config: TrainConfig, source: DataSource, val_metrics: dict[
 def _write_preset(model: keras.Model, out_path: Path, *, config: TrainConfig, source: DataSource,
                   val_metrics: dict[str, float] | None, keep_checkpoints: bool, description: str | None,
                   test_metrics: dict[str, float] | None, test_name: str | None, collapse: str | None = None,
-                  cover: Any = None) -> Path:
+                  cover: Any = None, prior: dict[str, Any] | None = None) -> Path:
     """Write ``out_path`` as a preset at the entry's reference input shape (its checkpoints kept if asked)."""
     from emzoo.hub.presets import save_preset
 
@@ -659,6 +672,8 @@ def _write_preset(model: keras.Model, out_path: Path, *, config: TrainConfig, so
         parked = temp_sibling(out_path, "ckpt", folder=True)
         os.replace(ckpt, parked / "checkpoints")
     metadata = _preset_metadata(config, source, val_metrics, description, test_metrics, test_name, collapse)
+    if prior is not None:
+        metadata["postprocess"] = prior
     path = save_preset(to_save, out_path, entry=entry, build_kwargs=build_kwargs or None, overwrite=True, cover=cover,
                        **metadata)
     if parked is not None:

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from emzoo._reshape import free_input_shape
+from emzoo.inference.postprocess import apply_postprocess
 from emzoo.training.data import PatchDataset, TrainingVolume
 from emzoo.training.evaluate import at_input_shape, predict_whole, score
 
@@ -55,8 +56,10 @@ class Validator:
     """Whole-image validation with a copy of the model at a free (or the image's) size, weights synced each time."""
 
     def __init__(self, volumes: list[TrainingVolume], mode: str, entry: str | None,
-                 build_kwargs: dict[str, Any]) -> None:
+                 build_kwargs: dict[str, Any], postprocess: dict[str, Any] | None = None) -> None:
         self.volumes = volumes
+        #: The object-length prior applied to each prediction before scoring (:mod:`emzoo.inference.postprocess`).
+        self.postprocess = postprocess
         self.mode = mode
         self.entry = entry
         self.build_kwargs = build_kwargs
@@ -96,7 +99,7 @@ class Validator:
             if copy is not model and id(copy) not in synced:
                 copy.set_weights(weights)
                 synced.add(id(copy))
-            probs.append(predict_whole(copy, vol.raw, mode=self.mode))
+            probs.append(apply_postprocess(predict_whole(copy, vol.raw, mode=self.mode), self.postprocess))
         self.cover = _middle_slice(self.volumes[0], probs[0])
         flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in probs])
         metrics = score(self.labels, flat, mask=self.mask)

@@ -190,8 +190,11 @@ CARDS: dict[str, ZooCard] = {
             test=SplitSpec(None, labels="boundaries.tif", z=(170, 250)),
             # One sigmoid channel and BCE: the recipe's masked Dice needs a mask map and its class-window
             # probabilities assume 3 classes; boundaries fill enough of every window for uniform sampling.
-            finetune={"recipe": "highres3d", "loss": "bce", "sampler": "uniform", "patch_size": 32,
-                      "batch_size": 2, "steps": 400, "mixed_precision": "mixed_bfloat16", "seed": 0},
+            # The recipe's Adam 1e-4 is a 20,000-step setting: 400 steps reached F1 0.558; RAdam 1e-3 with warm-up
+            # reached 0.568 at 250 steps and 0.674 at 1000 (measured on this machine, same windows).
+            finetune={"recipe": "highres3d", "loss": "bce", "sampler": "uniform", "optimizer": "radam",
+                      "learning_rate": 1e-3, "patch_size": 32, "batch_size": 2, "steps": 2000,
+                      "mixed_precision": "mixed_bfloat16", "seed": 0},
             num_classes=1,
             # No TTA: one pass over the 80-slice test block is 8 TFLOP on 2 CPU cores; 4 flips would be 32 more.
             tta=(),
