@@ -79,4 +79,3 @@ def export(model_or_name: Any, path: str | os.PathLike[str], format: str | None 
     if format == "savedmodel":
         return write_savedmodel(model, target)
     return write_keras(model, target)
-

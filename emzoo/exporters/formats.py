@@ -205,10 +205,11 @@ def max_deviation(model: Any, path: str | os.PathLike[str], x: np.ndarray, forma
         raise ValueError(f"{path} gives outputs {[h.shape for h in have]}, the model {[w.shape for w in want]}.")
     return max(float(np.max(np.abs(h - w))) for h, w in zip(have, want, strict=True))
 
+
 def warn_postprocess(model: Any, format: str) -> None:
     """Say that a network file leaves out the preset's object-length filter (its scores were measured with it)."""
     if (getattr(model, "emzoo_metadata", None) or {}).get("postprocess"):
         warnings.warn(f"the {format} export holds the network only: the preset's object-length filter (predicted "
-                      "objects longer than 1.5 x the longest labelled training object removed), with which its "
-                      "scores were measured, is not part of it; apply emzoo.inference.postprocess.apply_postprocess "
-                      "to its output.", UserWarning, stacklevel=3)
+                      "objects far longer than any labelled training object removed), with which its scores were "
+                      "measured, is not part of it; apply emzoo.inference.postprocess.apply_postprocess to its "
+                      "output.", UserWarning, stacklevel=3)

@@ -28,11 +28,12 @@ LENGTH_MARGIN = 1.5
 _BOUNDED_SHARE = 0.5
 
 
-def _object_lengths(mask: np.ndarray) -> np.ndarray:
-    """Major-axis lengths (px) of the connected objects of a 2D or 3D mask."""
+def _objects(mask: np.ndarray) -> tuple[np.ndarray, dict[int, float]]:
+    """Connected objects of a 2D or 3D mask: the label image and each label's major-axis length (px)."""
     from skimage.measure import label, regionprops
 
-    return np.array([r.axis_major_length for r in regionprops(label(mask))], dtype=np.float64)
+    objects = label(mask)
+    return objects, {r.label: float(r.axis_major_length) for r in regionprops(objects)}
 
 
 def length_prior(labels: Sequence[np.ndarray], *, per_slice: bool) -> dict[str, Any] | None:
@@ -70,9 +71,9 @@ def length_prior(labels: Sequence[np.ndarray], *, per_slice: bool) -> dict[str, 
             side = min(side, *part.shape[-2:]) if per_slice else min(side, *part.shape)
             if not part.any():
                 continue
-            lengths = _object_lengths(part)
-            count += lengths.size
-            longest = max(longest, float(lengths.max()))
+            lengths = _objects(part)[1].values()
+            count += len(lengths)
+            longest = max(longest, *lengths)
     if count == 0 or longest >= _BOUNDED_SHARE * side:
         return None
     return {"remove_longer_than": LENGTH_MARGIN * longest, "longest_training_object": longest,
@@ -100,16 +101,14 @@ def remove_long_objects(foreground: np.ndarray, max_length: float, *, per_slice:
     >>> n, float(q[3, 5]), float(q[12, 12])
     (1, 0.0, 0.800000011920929)
     """
-    from skimage.measure import label, regionprops
-
     out = np.array(foreground, dtype=np.float32, copy=True)
     if not max_length > 0:
         raise ValueError(f"max_length must be > 0 px, got {max_length}.")
     parts = [out] if out.ndim == 2 or not per_slice else list(out)
     removed = 0
     for part in parts:
-        objects = label(part > threshold)
-        long_ids = [r.label for r in regionprops(objects) if r.axis_major_length > max_length]
+        objects, lengths = _objects(part > threshold)
+        long_ids = [i for i, length in lengths.items() if length > max_length]
         if long_ids:
             part[np.isin(objects, long_ids)] = 0.0
             removed += len(long_ids)
