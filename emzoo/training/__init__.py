@@ -6,9 +6,9 @@ as ``emzoo.finetune`` and ``emzoo.kfold``), :func:`replace_head`, :func:`freeze_
 configuration, resolved once and stored in its checkpoints).
 
 Layout, bottom up: ``splits`` (numpy-only slab splits), ``heads`` (graph surgery), ``data``, ``losses``,
-``optimizers``, ``sampling``, ``augment``, ``recipes``, ``evaluate``; then ``config``, ``checkpoint``,
-``validation``; then ``finetune`` (the orchestrator); then ``folds`` (cross-validation) and ``transfer``
-(multi-stage pipelines), which call :func:`finetune`.
+``optimizers``, ``sampling``, ``augment``, ``recipes``, ``evaluate``, ``precision`` (the bfloat16 kernel check);
+then ``config``, ``checkpoint``, ``validation``; then ``finetune`` (the orchestrator); then ``folds``
+(cross-validation) and ``transfer`` (multi-stage pipelines), which call :func:`finetune`.
 """
 
 from emzoo.training.augment import Augment

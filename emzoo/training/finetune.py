@@ -59,13 +59,14 @@ from emzoo.training.config import (
 )
 from emzoo.training.data import DataSource, PatchDataset, TrainingVolume, load_pairs, prefetch, prepare_labels
 from emzoo.training.evaluate import PixelF1, at_input_shape, recalibrate_batchnorm
+from emzoo.training.precision import KernelFault, PrecisionWarning, low_precision_faults
 from emzoo.training.recipes import Recipe, default_recipe, get_recipe
 from emzoo.training.sampling import Sampler
 from emzoo.training.splits import AUTO_VAL_FRACTION, auto_validation, holdout_split
 from emzoo.training.validation import CollapseWarning, Validator, collapse_message, free_copy, window_metrics
 
 __all__ = ["finetune", "weights_sha256", "gpu_available", "cpu_has_bf16", "collapse_message", "CollapseWarning",
-           "TrainConfig", "AUTO_VAL_FRACTION"]
+           "PrecisionWarning", "TrainConfig", "AUTO_VAL_FRACTION"]
 
 # The names these helpers had when they lived here (kept importable).
 _mixed_policy = mixed_policy
@@ -133,6 +134,19 @@ def _build(entry: str, input_shape: tuple[Any, ...], num_classes: int, build_kwa
         return build(entry, input_shape=input_shape, num_classes=num_classes, **build_kwargs)
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def _refuse_or_fall_back(faults: list[KernelFault], mixed_precision: bool | str, model_or_name: Any,
+                         window: tuple[int, int, int]) -> None:
+    """Warn and go on in float32 where the precision was chosen here ("auto" for a model built here); else refuse."""
+    what = (f"{faults[0].dtype} is wrong or untrusted on this machine for {len({f.layer for f in faults})} "
+            f"convolution(s) at the {'x'.join(map(str, window))} training window, e.g. {faults[0]}")
+    if mixed_precision == "auto" and isinstance(model_or_name, str):
+        warnings.warn(f"{what}; training in float32 instead (slower, but right).", PrecisionWarning, stacklevel=3)
+        return
+    fix = ("mixed_precision=False" if isinstance(model_or_name, str)
+           else "a model built in float32 (keras.config.set_dtype_policy('float32') before building it)")
+    raise ValueError(f"{what}. Train in float32 ({fix}), or with a larger patch_size.")
 
 
 def _check_rebuildable(model: keras.Model, entry: str | None, build_kwargs: dict[str, Any],
@@ -393,7 +407,10 @@ def finetune(
         Loader threads.
     mixed_precision : bool or str
         ``"auto"``: ``mixed_bfloat16`` on a GPU or a CPU with native bfloat16 (AMX/AVX512-BF16, TensorFlow backend;
-        only for models built here), else float32; or a policy name; False for float32.
+        only for models built here), else float32; or a policy name; False for float32. Before training, each
+        low-precision convolution is checked against float32 at the training window
+        (:func:`~emzoo.training.precision.low_precision_faults`): where one is wrong, ``"auto"`` warns
+        (:class:`~emzoo.training.precision.PrecisionWarning`) and trains in float32, an explicit policy raises.
     build_kwargs : dict, optional
         Builder overrides (``widths=...``) for a named entry; recorded in the preset.
     data_name : str, optional
@@ -441,6 +458,13 @@ def finetune(
     policy = mixed_policy(mixed_precision)
     model, mode, n_classes, window, input_shape = _training_model(model_or_name, entry, rec, patch_size,
                                                                   num_classes, build_kwargs, policy)
+    faults = low_precision_faults(model, input_shape)
+    if faults:
+        _refuse_or_fall_back(faults, mixed_precision, model_or_name, window)
+        keras.utils.set_random_seed(seed)  # the float32 model starts where an explicit float32 run would
+        policy = None
+        model, mode, n_classes, window, input_shape = _training_model(model_or_name, entry, rec, patch_size,
+                                                                      num_classes, build_kwargs, policy)
     if out_dir is not None:
         _check_rebuildable(model, entry, build_kwargs, input_shape, n_classes)
     frozen = heads.freeze_encoder(model) if freeze_encoder else []
