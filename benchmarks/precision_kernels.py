@@ -7,6 +7,7 @@ runs :func:`emzoo.training.precision.low_precision_faults` at its default recipe
 :func:`emzoo.finetune` runs before it trains. Usage::
 
     .venv/bin/python benchmarks/precision_kernels.py [--entries unet3d_fb net2d3d ...] [--no-grid]
+        [--patch-size 16]
 """
 
 from __future__ import annotations
@@ -112,8 +113,9 @@ def grid() -> None:
               flush=True)
 
 
-def entries(names: list[str]) -> None:
-    print("\nPart 2: zoo entries under mixed_bfloat16 at the default recipe's window (batch 1)")
+def entries(names: list[str], patch_size: list[int] | None = None) -> None:
+    where = f"a {'x'.join(map(str, patch_size))} patch" if patch_size else "the default recipe's window"
+    print(f"\nPart 2: zoo entries under mixed_bfloat16 at {where} (batch 1)")
     print("| entry | window | faulty convolutions | check time (s) | first fault |")
     print("|---|---|---:|---:|---|")
     previous = keras.config.dtype_policy()
@@ -121,7 +123,8 @@ def entries(names: list[str]) -> None:
         info = get_entry(name).info
         mode = MODES[info.dims]
         frames = int(info.input_shape[0]) if mode == "multiframe" else 1
-        window = patch_window(default_recipe(name).patch_size, mode, frames)
+        size = (patch_size[0] if len(patch_size) == 1 else tuple(patch_size)) if patch_size else None
+        window = patch_window(size or default_recipe(name).patch_size, mode, frames)
         input_shape = (*window[1:], info.input_shape[-1]) if mode == "2d" else (*window, info.input_shape[-1])
         keras.config.set_dtype_policy("mixed_bfloat16")
         try:
@@ -132,7 +135,8 @@ def entries(names: list[str]) -> None:
         faults = low_precision_faults(model, input_shape)
         seconds = time.perf_counter() - started
         first = str(faults[0]) if faults else ""
-        print(f"| {name} | {'x'.join(map(str, window))} | {len(faults)} | {seconds:.1f} | {first} |", flush=True)
+        layers = len({f.layer for f in faults})
+        print(f"| {name} | {'x'.join(map(str, window))} | {layers} | {seconds:.1f} | {first} |", flush=True)
         del model
         keras.backend.clear_session()
 
@@ -141,6 +145,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", nargs="*", default=None, help="Zoo entries (default: all).")
     parser.add_argument("--no-grid", action="store_true", help="Skip part 1.")
+    parser.add_argument("--patch-size", type=int, nargs="+", default=None,
+                        help="Check the entries at this patch size instead of their recipe's (e.g. 16).")
     parser.add_argument("--op", type=int, default=None, help=argparse.SUPPRESS)  # part 1's child process
     parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -152,7 +158,7 @@ def main() -> None:
         grid()
     if args.entries == []:
         return
-    entries(args.entries if args.entries is not None else list_models())
+    entries(args.entries if args.entries is not None else list_models(), args.patch_size)
 
 
 if __name__ == "__main__":
