@@ -1,8 +1,8 @@
 """Print where this machine's low-precision convolutions are wrong: single ops over a shape grid, then zoo entries.
 
-Part 1 runs ``keras.ops.conv`` / ``conv_transpose`` in bfloat16 and float32 on the same (bfloat16-exact) numbers and
-counts the shapes whose output or kernel gradient is off by more than
-:data:`emzoo.training.precision.TOLERANCE` (relative L2). Part 2 builds each entry under ``mixed_bfloat16`` and
+Part 1 runs single ``Conv*D`` / ``Conv*DTranspose`` layers in bfloat16 and float32 on the same (bfloat16-exact)
+numbers (:func:`emzoo.training.precision.compare_with_float32`) and counts the shapes whose output or kernel gradient
+is off by more than :data:`emzoo.training.precision.TOLERANCE` (relative L2). Part 2 builds each entry under ``mixed_bfloat16`` and
 runs :func:`emzoo.training.precision.low_precision_faults` at its default recipe's training window, the check that
 :func:`emzoo.finetune` runs before it trains. Usage::
 
@@ -23,7 +23,12 @@ import numpy as np
 
 from emzoo.registry import build, get_entry, list_models
 from emzoo.training.config import MODES, patch_window
-from emzoo.training.precision import TOLERANCE, low_precision_faults
+from emzoo.training.precision import (
+    TOLERANCE,
+    compare_with_float32,
+    low_precision_faults,
+    smaller_than_kernel,
+)
 from emzoo.training.recipes import default_recipe
 
 OPS = [  # (dims, kernel, stride, transposed)
@@ -31,37 +36,15 @@ OPS = [  # (dims, kernel, stride, transposed)
     (3, 1, 1, False), (3, 3, 1, False), (3, 3, 2, False), (3, 5, 1, False), (3, 2, 2, True),
 ]
 DEPTHS, SIDES, CHANNELS = (1, 2, 3, 4, 5, 8, 16), (1, 2, 3, 4, 8, 16), (8, 32, 64)
+CHILD_TIMEOUT_S = 180  # one op's whole grid takes about a minute
 
 
-def _op_errors(dims: int, kernel: int, stride: int, transposed: bool, shape: tuple[int, ...], channels: int,
-               rng: np.random.Generator) -> tuple[float, float]:
-    import tensorflow as tf  # noqa: TID251 - the faults measured are TensorFlow's
-
-    def exact(a: np.ndarray) -> tf.Tensor:
-        return tf.cast(tf.cast(a, tf.bfloat16), tf.float32)
-
-    x = exact(rng.normal(size=(1, *shape, channels)).astype(np.float32))
-    w = exact(0.1 * rng.normal(size=(*(kernel,) * dims, channels, channels)).astype(np.float32))
-
-    def run(dtype: tf.DType, dy: tf.Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
-        wc = tf.cast(w, dtype)
-        with tf.GradientTape() as tape:
-            tape.watch(wc)
-            op = keras.ops.conv_transpose if transposed else keras.ops.conv
-            y = tf.cast(op(tf.cast(x, dtype), wc, strides=stride, padding="same"), tf.float32)
-            total = tf.reduce_sum(y * (dy if dy is not None else 0.0))
-        grad = tape.gradient(total, wc) if dy is not None else None
-        return y.numpy(), None if grad is None else tf.cast(grad, tf.float32).numpy()
-
-    y_ref, _ = run(tf.float32, None)
-    dy = tf.constant(rng.normal(size=y_ref.shape).astype(np.float32))
-    y_ref, g_ref = run(tf.float32, dy)
-    y_low, g_low = run(tf.bfloat16, dy)
-
-    def rel(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)) if np.isfinite(a).all() else np.inf
-
-    return rel(y_low, y_ref), rel(g_low, g_ref)
+def _layer(dims: int, kernel: int, stride: int, transposed: bool, shape: tuple[int, ...],
+           channels: int) -> keras.layers.Layer:
+    name = f"Conv{dims}D{'Transpose' if transposed else ''}"
+    layer = getattr(keras.layers, name)(channels, kernel, strides=stride, padding="same", dtype="mixed_bfloat16")
+    layer.build((1, *shape, channels))
+    return layer
 
 
 def _grid_shapes(dims: int) -> list[tuple[tuple[int, ...], int]]:
@@ -75,13 +58,15 @@ def _cases(index: int, start: int) -> None:
     dims, kernel, stride, transposed = OPS[index]
     rng = np.random.default_rng([index, start])
     for k, (shape, channels) in enumerate(_grid_shapes(dims)[start:], start):
-        print("case", k, *_op_errors(dims, kernel, stride, transposed, shape, channels, rng), flush=True)
+        errors = compare_with_float32(_layer(dims, kernel, stride, transposed, shape, channels),
+                                      (1, *shape, channels), rng)
+        print("case", k, errors["output"], errors["kernel gradient"], flush=True)
 
 
 def grid() -> None:
     print(f"Part 1: single ops, bfloat16 against float32 (fault: relative L2 error > {TOLERANCE}); batch 1, "
-          "'same' padding; a crashed case counts as a kernel-gradient fault")
-    print("| op | shapes | output faults | kernel-gradient faults | of them outside the rule | crashes | faulty shapes "
+          "'same' padding; a case that crashed or hung counts as a kernel-gradient fault")
+    print("| op | shapes | output faults | kernel-gradient faults | of them outside the rule | crashes or hangs | faulty shapes "
           "(spatial x channels) |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for index, (dims, kernel, stride, transposed) in enumerate(OPS):
@@ -90,21 +75,23 @@ def grid() -> None:
         crashed: list[int] = []
         while len(errors) + len(crashed) < len(cases):
             start = len(errors) + len(crashed)
-            run = subprocess.run([sys.executable, __file__, "--op", str(index), "--start", str(start)],
-                                 capture_output=True, text=True)
-            for line in run.stdout.splitlines():
+            try:
+                run = subprocess.run([sys.executable, __file__, "--op", str(index), "--start", str(start)],
+                                     capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+                output, failed = run.stdout, run.returncode != 0
+            except subprocess.TimeoutExpired as hung:  # a corrupted kernel can also spin forever
+                output, failed = hung.stdout or "", True
+                output = output.decode() if isinstance(output, bytes) else output
+            for line in output.splitlines():
                 if line.startswith("case "):
                     _, k, e_out, e_grad = line.split()
                     errors[int(k)] = (float(e_out), float(e_grad))
-            if run.returncode != 0:
+            if failed:
                 crashed.append(len(errors) + len(crashed))
         faulty = sorted([k for k, (_, e) in errors.items() if not e <= TOLERANCE] + crashed)
         out_bad = sum(not e <= TOLERANCE for e, _ in errors.values())
-        outside_rule = 0
-        for k in faulty:
-            shape, _ = cases[k]
-            # low_precision_faults' rule: an input or output side below the kernel (transposed: not applied)
-            outside_rule += transposed or min(*shape, *(-(-side // stride) for side in shape)) >= kernel
+        outside_rule = sum(not smaller_than_kernel(_layer(dims, kernel, stride, transposed, *cases[k]),
+                                                   (1, *cases[k][0], cases[k][1])) for k in faulty)
         names = [f"{'x'.join(map(str, cases[k][0]))}x{cases[k][1]}{' (crash)' if k in crashed else ''}"
                  for k in faulty]
         listed = ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")

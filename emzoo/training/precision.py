@@ -21,7 +21,8 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["KernelFault", "PrecisionWarning", "low_precision_faults", "TOLERANCE"]
+__all__ = ["KernelFault", "PrecisionWarning", "low_precision_faults", "smaller_than_kernel",
+           "compare_with_float32", "TOLERANCE"]
 
 # Relative L2 error above which a low-precision result counts as wrong. Correct bfloat16 convolutions measured
 # 0.2-0.4 % here (8-bit mantissa, float32 accumulation); the faulty ones 50 % to overflow.
@@ -53,8 +54,15 @@ class KernelFault:
                 f"{self.input_shape[-1]} channels): {self.dtype} {self.part} {error}")
 
 
-def _smaller_than_kernel(layer: keras.layers.Layer, shape: tuple[int, ...]) -> bool:
-    """Whether a zero-padded ("same") convolution's input or output has a spatial side below its dilated kernel."""
+def smaller_than_kernel(layer: keras.layers.Layer, shape: tuple[int, ...]) -> bool:
+    """Whether a zero-padded ("same") convolution's input or output has a spatial side below its dilated kernel:
+    the shapes whose bfloat16 kernels were measured wrong, so :func:`low_precision_faults` does not run them.
+
+    Examples
+    --------
+    >>> smaller_than_kernel(keras.layers.Conv3D(8, 3, padding="same"), (1, 2, 16, 16, 8))
+    True
+    """
     if "Transpose" in type(layer).__name__ or not hasattr(layer, "kernel_size"):
         return False  # a transposed convolution's kernel spans the upsampled map; measured right (k2 s2)
     if getattr(layer, "padding", None) != "same":
@@ -172,12 +180,23 @@ def low_precision_faults(model: keras.Model, input_shape: tuple[int, ...], *, se
 def _check_one(layer: keras.layers.Layer, shape: tuple[int, ...], rng: np.random.Generator,
                ) -> list[tuple[str, float | None]]:
     """The faulty parts of one convolution at one input shape, with their errors."""
-    dtype = layer.compute_dtype
-    if _smaller_than_kernel(layer, shape):
+    if smaller_than_kernel(layer, shape):
         return [("kernel gradient", None)]  # not run: these shapes were the faulty ones, and they corrupt memory
+    return [(part, error) for part, error in compare_with_float32(layer, shape, rng).items() if not error <= TOLERANCE]
+
+
+def compare_with_float32(layer: keras.layers.Layer, shape: tuple[int, ...], rng: np.random.Generator,
+                         ) -> dict[str, float]:
+    """Relative L2 errors of a layer's output, input gradient and kernel gradient in its own dtype against float32.
+
+    The layer runs on random input of ``shape`` (batch axis included) and random output gradients, once as it is
+    and once with its dtype policy switched to float32; the policy is restored. Runs the kernels whatever the
+    shape (``benchmarks/precision_kernels.py`` measures with it; :func:`low_precision_faults` skips the shapes of
+    :func:`smaller_than_kernel`).
+    """
     # Inputs exactly representable in the low dtype, so both runs see the same numbers.
     x = keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.cast(rng.normal(size=shape).astype(np.float32),
-                                                                   dtype), "float32"))
+                                                                   layer.compute_dtype), "float32"))
     policy = layer.dtype_policy
     dy = rng.normal(size=tuple(layer.compute_output_shape(shape))).astype(np.float32)
     low = _forward_and_gradients(layer, x, dy)
@@ -186,6 +205,5 @@ def _check_one(layer: keras.layers.Layer, shape: tuple[int, ...], rng: np.random
         ref = _forward_and_gradients(layer, x, dy)
     finally:
         layer.dtype_policy = policy
-    errors = [(part, _relative_error(a, b))
-              for part, a, b in zip(("output", "input gradient", "kernel gradient"), low, ref, strict=True)]
-    return [(part, error) for part, error in errors if not error <= TOLERANCE]
+    return {part: _relative_error(a, b)
+            for part, a, b in zip(("output", "input gradient", "kernel gradient"), low, ref, strict=True)}
